@@ -1,0 +1,9 @@
+"""ComfyUI virtual try-on node pack (IDM-VTON), native to ComfyUI's model management."""
+
+from .model_folders import register_model_folders
+from .nodes import NODE_CLASS_MAPPINGS, NODE_DISPLAY_NAME_MAPPINGS
+
+register_model_folders()
+
+WEB_DIRECTORY = None
+__all__ = ["NODE_CLASS_MAPPINGS", "NODE_DISPLAY_NAME_MAPPINGS"]

@@ -1,0 +1,35 @@
+"""The pack's own `folder_paths` model folders (never free paths from a workflow)."""
+
+from __future__ import annotations
+
+import os
+
+import folder_paths
+
+WEIGHT_EXTENSIONS = {".safetensors", ".bin", ".pth"}
+
+# key -> folder name under ComfyUI/models/
+MODEL_FOLDERS = {
+    "idm_vton": "idm_vton",           # TryonNet (unet/) and GarmentNet (unet_encoder/) weights, HF layout or single files
+}
+
+# HF-layout sub-folders that never hold a UNet (kept out of the UNet loaders' lists)
+NON_UNET_PARTS = ("image_encoder/", "text_encoder/", "text_encoder_2/", "vae/", "tokenizer/", "tokenizer_2/")
+
+
+def register_model_folders() -> None:
+    for key, folder in MODEL_FOLDERS.items():
+        path = os.path.join(folder_paths.models_dir, folder)
+        if key in folder_paths.folder_names_and_paths:
+            paths, extensions = folder_paths.folder_names_and_paths[key]
+            if path not in paths:
+                paths.append(path)
+            folder_paths.folder_names_and_paths[key] = (paths, set(extensions) | WEIGHT_EXTENSIONS)
+        else:
+            folder_paths.folder_names_and_paths[key] = ([path], set(WEIGHT_EXTENSIONS))
+
+
+def unet_file_choices(prefer: str) -> list[str]:
+    """UNet weight files under models/idm_vton, the ones whose path mentions `prefer` first."""
+    names = [n for n in folder_paths.get_filename_list("idm_vton") if not any(p in n.replace(os.sep, "/") for p in NON_UNET_PARTS)]
+    return sorted(names, key=lambda n: (prefer not in n.replace(os.sep, "/"), n))

@@ -1,0 +1,1 @@
+"""Weight loading and key conversion, one module per weight family."""

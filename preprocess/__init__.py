@@ -1,0 +1,1 @@
+"""Pure preprocessing over tensors/arrays: try-on inputs, masks, DensePose rendering, captions."""

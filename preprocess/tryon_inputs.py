@@ -1,0 +1,69 @@
+"""IDM-VTON's input preparation (DESIGN 3.3): sizes, binary mask, masked person, the 9 extra channels."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+
+from ..models.errors import TryOnInputError
+from .images import as_mask, as_rgb, common_batch, repeat_to_batch, resize_image, resize_mask_nearest
+
+LATENT_FACTOR = 8
+MIN_SIDE = 64
+
+
+@dataclass
+class TryOnPixels:
+    """Pixel inputs at the working size, all with the same batch."""
+    person: torch.Tensor          # (B, H, W, 3) in [0, 1]
+    mask: torch.Tensor            # (B, H, W) in {0, 1}, 1 = repaint
+    masked_person: torch.Tensor   # person where mask < 0.5, mid-grey (0 in [-1, 1]) elsewhere
+    densepose: torch.Tensor       # (B, H, W, 3)
+    garment: torch.Tensor         # (B or 1, H, W, 3)
+
+
+def working_size(height: int, width: int) -> tuple[int, int]:
+    """The person size rounded down to multiples of 8 (the VAE's factor)."""
+    if min(height, width) < MIN_SIDE:
+        raise TryOnInputError(f"person_image: {width}x{height} is too small; IDM-VTON needs at least {MIN_SIDE}px a side "
+                              "(it was trained at 768x1024). Upscale or crop a larger region.")
+    return height - height % LATENT_FACTOR, width - width % LATENT_FACTOR
+
+
+def binarize_mask(mask: torch.Tensor) -> torch.Tensor:
+    """1 where mask >= 0.5 (repaint), else 0, as the original."""
+    return (mask >= 0.5).float()
+
+
+def prepare_pixels(person: torch.Tensor, mask: torch.Tensor, densepose: torch.Tensor, garment: torch.Tensor) -> TryOnPixels:
+    """Validates and resizes every input to the person's size (rounded to /8) and one common batch.
+
+    Person and DensePose are resized bilinearly, the mask nearest; the garment is resized to the same
+    size (IDM-VTON feeds a 768x1024 garment next to a 768x1024 person).
+    """
+    person, densepose, garment = as_rgb(person, "person_image"), as_rgb(densepose, "densepose_image"), as_rgb(garment, "garment_image")
+    mask = as_mask(mask, "mask")
+    height, width = working_size(*person.shape[1:3])
+    batch = common_batch({"person_image": person.shape[0], "mask": mask.shape[0],
+                          "densepose_image": densepose.shape[0], "garment_image": garment.shape[0]})
+    person = repeat_to_batch(resize_image(person, height, width), batch)
+    mask = binarize_mask(repeat_to_batch(resize_mask_nearest(mask, height, width), batch))
+    if float(mask.sum()) == 0:
+        raise TryOnInputError("mask: the mask is empty, so nothing would be repainted. Draw or generate a mask over the garment area.")
+    densepose = repeat_to_batch(resize_image(densepose, height, width), batch)
+    garment = resize_image(garment, height, width)
+    keep = (mask < 0.5).float().unsqueeze(-1)
+    masked_person = person * keep + 0.5 * (1 - keep)
+    return TryOnPixels(person, mask, masked_person, densepose, garment)
+
+
+def latent_mask(mask: torch.Tensor) -> torch.Tensor:
+    """(B, H, W) -> (B, 1, H/8, W/8) by nearest neighbour, as the original."""
+    height, width = mask.shape[1] // LATENT_FACTOR, mask.shape[2] // LATENT_FACTOR
+    return torch.nn.functional.interpolate(mask.unsqueeze(1), size=(height, width), mode="nearest")
+
+
+def tryon_concat(mask: torch.Tensor, masked_person_latent: torch.Tensor, densepose_latent: torch.Tensor) -> torch.Tensor:
+    """TryonNet's 9 extra channels: [mask 1 | masked-person latent 4 | DensePose latent 4] (latents scaled)."""
+    return torch.cat([latent_mask(mask).to(masked_person_latent), masked_person_latent, densepose_latent.to(masked_person_latent)], dim=1)
