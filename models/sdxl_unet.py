@@ -49,7 +49,8 @@ def unet_config_from_diffusers(state_dict: dict[str, torch.Tensor], input_name: 
         "use_checkpoint": False, "image_size": 32, "out_channels": state_dict["conv_out.weight"].shape[0],
         "use_spatial_transformer": True, "legacy": False, "in_channels": int(in_channels),
         "model_channels": int(model_channels), "num_res_blocks": num_res_blocks, "channel_mult": channel_mult,
-        "transformer_depth": transformer_depth, "transformer_depth_output": transformer_depth_output,
+        "transformer_depth": transformer_depth,
+        "transformer_depth_output": transformer_depth_output[::-1],  # ComfyUI lists output blocks shallow-first
         "transformer_depth_middle": _count(state_dict, "mid_block.attentions.0.transformer_blocks."),
         "use_linear_in_transformer": proj_in is not None and proj_in.ndim == 2,
         "context_dim": context_dim, "num_head_channels": 64,
