@@ -31,6 +31,14 @@ def put_comfy_on_path() -> None:
         import utils.install_util  # noqa: F401  (ComfyUI's utils package, before comfy/utils.py can shadow it)
 
 
+def prepare_in_process() -> None:
+    """ComfyUI importable in this process, on the CPU (before comfy.model_management is imported)."""
+    put_comfy_on_path()
+    import comfy.cli_args
+    if "comfy.model_management" not in sys.modules:
+        comfy.cli_args.args.cpu = True
+
+
 def import_pack():
     """The pack as the package `comfyui_tryon` (relative imports inside it resolve against ComfyUI)."""
     import importlib
@@ -148,6 +156,8 @@ def write_fixture_models(root: pathlib.Path, presets: tuple[str, ...] = ("fast",
     import shutil
 
     from tiny_models import PRESETS, build_garment_unet, write_idm_layout
+
+    prepare_in_process()
 
     models = root / "models"
     for name in presets:

@@ -11,10 +11,7 @@ import pytest
 sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent))
 import comfy_host  # noqa: E402
 
-comfy_host.put_comfy_on_path()
-import comfy.cli_args  # noqa: E402
-
-comfy.cli_args.args.cpu = True  # before comfy.model_management is imported anywhere
+comfy_host.prepare_in_process()
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 
