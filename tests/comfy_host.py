@@ -37,6 +37,7 @@ def prepare_in_process() -> None:
     import comfy.cli_args
     if "comfy.model_management" not in sys.modules:
         comfy.cli_args.args.cpu = True
+        comfy.cli_args.args.fp32_text_enc = True  # parity is defined in fp32 (ComfyUI's CPU default is fp16)
 
 
 def import_pack():
@@ -50,7 +51,9 @@ def import_pack():
         sys.modules[PACK_MODULE] = module
         spec.loader.exec_module(module)
     pack = sys.modules[PACK_MODULE]
-    for sub in ("models.sdxl_unet", "models.tryon_net", "models.garment_net", "attention.tryon_patch"):
+    for sub in ("models.sdxl_unet", "models.tryon_net", "models.garment_net", "models.weights_io",
+                "attention.tryon_patch", "attention.tryon_apply", "attention.reference_attention", "attention.ip_attention",
+                "attention.garment_features", "attention.resampler", "preprocess.tryon_inputs"):
         importlib.import_module(f"{PACK_MODULE}.{sub}")
     return pack
 

@@ -111,7 +111,10 @@ class CaptureAttnProcessor:
 
 
 def self_attention_names(unet: UNet2DConditionModel) -> list[str]:
-    return [name for name in unet.attn_processors if name.endswith("attn1.processor")]
+    """attn1 processor names in execution order: down blocks, mid block, up blocks."""
+    names = [name for name in unet.attn_processors if name.endswith("attn1.processor")]
+    stage = {"down_blocks": 0, "mid_block": 1, "up_blocks": 2}
+    return sorted(names, key=lambda name: stage[name.split(".")[0]])  # stable: module order within a stage
 
 
 def install_ip_processors(unet: UNet2DConditionModel, scale: float = 1.0) -> None:

@@ -80,10 +80,13 @@ def _randomize(module: torch.nn.Module, generator: torch.Generator) -> None:
                 param.copy_(torch.randn(param.shape, generator=generator) / max(fan_in, 1) ** 0.5)
 
 
-def build_garment_unet(preset: Preset, seed: int = 1):
-    """GarmentNet = an SDXL-base UNet (with the add embedding a base checkpoint has)."""
+def build_garment_unet(preset: Preset, seed: int = 1, add_embedding: bool = True):
+    """GarmentNet = an SDXL-base UNet (with the add embedding a base checkpoint has, unless told otherwise)."""
     from diffusers import UNet2DConditionModel
-    unet = UNet2DConditionModel(**_unet_kwargs(preset, 4))
+    kwargs = _unet_kwargs(preset, 4)
+    if not add_embedding:
+        kwargs.update(addition_embed_type=None, projection_class_embeddings_input_dim=None)
+    unet = UNet2DConditionModel(**kwargs)
     _randomize(unet, torch.Generator().manual_seed(seed))
     return unet.eval()
 
@@ -140,8 +143,9 @@ def load_reference_unets(repo: pathlib.Path, preset: Preset):
     """The diffusers reference models with the weights stored in an IDM layout folder."""
     tryon = build_tryon_unet(preset, seed=99)
     tryon.load_state_dict(torch.load(repo / "unet" / "diffusion_pytorch_model.bin", weights_only=True))
-    garment = build_garment_unet(preset, seed=98)
-    garment.load_state_dict(safetensors.torch.load_file(repo / "unet_encoder" / "diffusion_pytorch_model.safetensors"))
+    garment = build_garment_unet(preset, seed=98, add_embedding=False)  # as IDM's unet_encoder config: no add embedding
+    stored = safetensors.torch.load_file(repo / "unet_encoder" / "diffusion_pytorch_model.safetensors")
+    garment.load_state_dict({k: v for k, v in stored.items() if not k.startswith("add_embedding.")})
     return tryon.eval(), garment.eval()
 
 
