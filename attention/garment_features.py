@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import torch
-
 from comfy.ldm.modules.diffusionmodules.openaimodel import forward_timestep_embed
 from comfy.ldm.modules.diffusionmodules.util import timestep_embedding
 

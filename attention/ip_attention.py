@@ -2,9 +2,8 @@
 
 from __future__ import annotations
 
-import torch
-
 import comfy.ldm.modules.attention as comfy_attention
+import torch
 
 from .reference_attention import expand_to_batch
 

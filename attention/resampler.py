@@ -2,10 +2,9 @@
 
 from __future__ import annotations
 
+import comfy.ops
 import torch
 from torch import nn
-
-import comfy.ops
 
 DIM_HEAD = 64
 

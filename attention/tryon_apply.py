@@ -4,10 +4,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-import torch
-
 import comfy.model_management
 import node_helpers
+import torch
 
 from ..models.errors import TryOnInputError
 from ..preprocess.tryon_inputs import prepare_pixels, tryon_concat

@@ -6,9 +6,8 @@ of the step, at that call's timestep; its features are freed at the end of the s
 
 from __future__ import annotations
 
-import torch
-
 import comfy.patcher_extension
+import torch
 
 from .garment_features import FeatureKey, garment_features, transformer_block_widths
 from .ip_attention import IPAttentionReplace, ip_tokens_for_chunks

@@ -2,11 +2,10 @@
 
 from __future__ import annotations
 
-import torch
-
 import comfy.model_base
 import comfy.model_patcher
 import comfy.supported_models
+import torch
 
 from .errors import TryOnInputError
 from .sdxl_unet import build_model_patcher, convert_unet_keys, unet_config_from_diffusers, without_adm

@@ -2,9 +2,8 @@
 
 from __future__ import annotations
 
-import torch
-
 import comfy.utils
+import torch
 
 from .errors import TryOnInputError
 

@@ -4,13 +4,12 @@ from __future__ import annotations
 
 import logging
 
-import torch
-
 import comfy.model_base
 import comfy.model_patcher
 import comfy.ops
 import comfy.supported_models
 import comfy.utils
+import torch
 
 from ..attention.resampler import Resampler
 from .errors import TryOnInputError

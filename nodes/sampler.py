@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import comfy.samplers
+
 import nodes as comfy_nodes
 
 

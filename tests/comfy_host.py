@@ -74,7 +74,6 @@ def register_tiny_models() -> None:
     import comfy.sdxl_clip
     import comfy.supported_models
     import comfy.supported_models_base
-
     from tiny_models import CLIP_G_WIDTH, CLIP_L_WIDTH, PRESETS, VISION_LAYERS, tiny_clip_vision_json, tiny_text_config
 
     class TinySDXLClipModel(comfy.sdxl_clip.SDXLClipModel):
@@ -124,17 +123,15 @@ def torch_module_init(module) -> None:
 # ----------------------------------------------------------------------------------------------
 def write_tiny_sdxl_checkpoint(path: pathlib.Path, preset_name: str, garment_unet) -> None:
     """A tiny SDXL checkpoint in the single-file format (model.diffusion_model / conditioner / first_stage_model)."""
-    import safetensors.torch
-    import torch
-    from diffusers import AutoencoderKL
-
     import comfy.diffusers_convert
     import comfy.supported_models
     import comfy.utils
-    from tiny_models import PRESETS, _randomize
+    import safetensors.torch
+    import torch
+    from diffusers import AutoencoderKL
+    from tiny_models import _randomize
 
     register_tiny_models()
-    preset = PRESETS[preset_name]
     config_class = next(m for m in comfy.supported_models.models if m.__name__ == f"TinySDXL_{preset_name}")
     model_config = config_class(config_class.unet_config)
     unet_config_from_diffusers = import_pack().models.sdxl_unet.unet_config_from_diffusers

@@ -6,13 +6,12 @@ import io
 import json
 import zipfile
 
+import comfy_host
 import numpy as np
 import pytest
 import safetensors.torch
 import torch
 from PIL import Image
-
-import comfy_host
 from tiny_models import PRESETS, REFERENCE_LAYOUT, build_garment_unet
 
 OUR_NODES = {"IDMVTONTryonNetLoader", "IDMVTONGarmentNetLoader", "IDMVTONApply", "IDMVTONSampler", "TryOnFitImage"}

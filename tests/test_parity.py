@@ -6,8 +6,6 @@ import math
 
 import pytest
 import torch
-
-import comfy_host
 from reference_idm import garment_features_reference, tryon_eps_reference
 from tiny_models import PRESETS, load_reference_unets
 from tryon_setup import load_models, prepare_case

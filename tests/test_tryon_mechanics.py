@@ -4,10 +4,9 @@ from __future__ import annotations
 
 import pickle
 
+import comfy_host
 import pytest
 import torch
-
-import comfy_host
 from tryon_setup import load_models, prepare_case
 
 
@@ -58,9 +57,9 @@ def test_uncond_chunk_sees_zero_garment_tokens_not_copies(pack):
 
 
 def test_ip_attention_equals_text_plus_ip_attention(pack):
+    import comfy.ops
     from comfyui_tryon.attention.ip_attention import IPAttentionReplace
     from comfyui_tryon.models.tryon_net import IPKeyValue
-    import comfy.ops
 
     class State:
         ip_strength = 0.7
@@ -205,6 +204,7 @@ def test_tryon_model_without_the_apply_node_says_what_to_wire(fast_models):
 
 def test_interrupt_mid_sampling_then_the_next_run_is_correct(fast_models):
     import comfy.model_management
+
     import nodes
     reference = sample(prepare_case(*fast_models), steps=3)
     case = prepare_case(*fast_models)

@@ -4,12 +4,11 @@ from __future__ import annotations
 
 import io
 
+import comfy_host
 import numpy as np
 import pytest
-from PIL import Image
-
-import comfy_host
 from graphs import tryon_graph
+from PIL import Image
 from sample_images import write_tryon_inputs
 
 

@@ -94,7 +94,6 @@ def build_garment_unet(preset: Preset, seed: int = 1, add_embedding: bool = True
 def build_tryon_unet(preset: Preset, seed: int = 2):
     """TryonNet: 13 channels, IDM's Resampler as encoder_hid_proj, IP processors on every attn2."""
     from diffusers import UNet2DConditionModel
-
     from reference_idm import ResamplerLiteral, install_ip_processors
     unet = UNet2DConditionModel(**_unet_kwargs(preset, 13), encoder_hid_dim=VISION_WIDTH, encoder_hid_dim_type="image_proj")  # slot only; replaced below
     unet.encoder_hid_proj = ResamplerLiteral(dim=VISION_WIDTH, depth=4, num_queries=16, embedding_dim=VISION_WIDTH,

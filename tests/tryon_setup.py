@@ -5,9 +5,8 @@ from __future__ import annotations
 import pathlib
 from dataclasses import dataclass
 
-import torch
-
 import comfy_host
+import torch
 
 
 @dataclass
