@@ -6,6 +6,7 @@ import comfy.ldm.modules.attention as comfy_attention
 import torch
 
 from .reference_attention import expand_to_batch
+from .shared_state_patch import SharedStatePatch
 
 
 def ip_tokens_for_chunks(cond_tokens: torch.Tensor, uncond_tokens: torch.Tensor, cond_or_uncond: list[int],
@@ -15,11 +16,11 @@ def ip_tokens_for_chunks(cond_tokens: torch.Tensor, uncond_tokens: torch.Tensor,
     return torch.cat(parts, dim=0)
 
 
-class IPAttentionReplace:
+class IPAttentionReplace(SharedStatePatch):
     """ComfyUI attn2 replace for one cross-attention: SDPA(q, K_text, V_text) + s * SDPA(q, K_ip, V_ip)."""
 
     def __init__(self, state, module_name: str):
-        self.state = state
+        super().__init__(state)
         self.module_name = module_name
 
     def __call__(self, q, k, v, extra_options):
@@ -32,13 +33,3 @@ class IPAttentionReplace:
         k_ip, v_ip = layer.to_k_ip(tokens), layer.to_v_ip(tokens)
         ip_out = comfy_attention.optimized_attention(q, k_ip.to(q.dtype), v_ip.to(q.dtype), heads, attn_precision=precision)
         return out + self.state.ip_strength * ip_out
-
-    def models(self):
-        return self.state.models()
-
-    def to(self, device_or_dtype):
-        self.state.to(device_or_dtype)
-        return self
-
-    def __deepcopy__(self, memo):
-        return self

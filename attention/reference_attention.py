@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import torch
 
+from .shared_state_patch import SharedStatePatch
+
 
 def expand_to_batch(tensor: torch.Tensor, batch: int, what: str) -> torch.Tensor:
     """Broadcasts a batch of 1 to `batch`; a batch already equal passes through."""
@@ -28,11 +30,8 @@ def reference_context(n: torch.Tensor, garment: torch.Tensor, cond_or_uncond: li
     return torch.cat([n, extra], dim=1)
 
 
-class ReferenceAttentionPatch:
+class ReferenceAttentionPatch(SharedStatePatch):
     """ComfyUI `attn1_patch`: queries from the person tokens, keys/values over cat([n, g])."""
-
-    def __init__(self, state):
-        self.state = state
 
     def __call__(self, n, context_attn1, value_attn1, extra_options):
         key = (extra_options["block"][0], extra_options["block"][1], extra_options["block_index"])
@@ -44,13 +43,3 @@ class ReferenceAttentionPatch:
         context = reference_context(context_attn1, garment, cond_or_uncond, strength)
         value = context if value_attn1 is context_attn1 else reference_context(value_attn1, garment, cond_or_uncond, strength)
         return n, context, value
-
-    def models(self):
-        return self.state.models()
-
-    def to(self, device_or_dtype):
-        self.state.to(device_or_dtype)
-        return self
-
-    def __deepcopy__(self, memo):
-        return self
