@@ -13,6 +13,7 @@ import subprocess
 import sys
 import time
 import urllib.error
+import urllib.parse
 import urllib.request
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
@@ -295,5 +296,3 @@ def execution_error(entry: dict) -> str | None:
             return f"{data.get('node_type')}: {data.get('exception_message')}"
     return None
 
-
-import urllib.parse  # noqa: E402  (used by output_images)
