@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import comfy.model_management
+import comfy.model_patcher
 import comfy.utils
 import torch
 
@@ -87,21 +89,18 @@ def convert_unet_keys(state_dict: dict[str, torch.Tensor], unet_config: dict,
 WEIGHT_DTYPES = {"default": None, "fp16": torch.float16, "bf16": torch.bfloat16, "fp8_e4m3fn": torch.float8_e4m3fn}
 
 
-def build_model_patcher(model_config, comfy_unet: dict[str, torch.Tensor], weight_dtype: str = "default"):
-    """Builds `model_config`'s model at the chosen weight dtype, loads the weights, wraps it in a ModelPatcher."""
-    import comfy.model_management
-    import comfy.model_patcher
-
+def build_model_patcher(model_config, comfy_unet: dict[str, torch.Tensor], weight_dtype: str = "default",
+                        extra_weights: dict[str, torch.Tensor] | None = None):
+    """Builds `model_config`'s model at the chosen weight dtype, loads UNet (+ extra) weights, wraps it in a ModelPatcher."""
     load_device = comfy.model_management.get_torch_device()
     offload_device = comfy.model_management.unet_offload_device()
-    unet_only = {k: v for k, v in comfy_unet.items() if not k.startswith(("ip_adapter.", "ip_resampler."))}
     dtype = WEIGHT_DTYPES[weight_dtype]
     if dtype is None:
-        dtype = comfy.model_management.unet_dtype(model_params=comfy.utils.calculate_parameters(unet_only),
+        dtype = comfy.model_management.unet_dtype(model_params=comfy.utils.calculate_parameters(comfy_unet),
                                                   supported_dtypes=model_config.supported_inference_dtypes,
-                                                  weight_dtype=comfy.utils.weight_dtype(unet_only))
+                                                  weight_dtype=comfy.utils.weight_dtype(comfy_unet))
     manual_cast = comfy.model_management.unet_manual_cast(dtype, load_device, model_config.supported_inference_dtypes)
     model_config.set_inference_dtype(dtype, manual_cast)
-    model = model_config.get_model(unet_only, "").to(offload_device)
-    model.load_model_weights(dict(comfy_unet), "")
+    model = model_config.get_model(comfy_unet, "").to(offload_device)
+    model.load_model_weights({**comfy_unet, **(extra_weights or {})}, "")
     return comfy.model_patcher.ModelPatcher(model, load_device=load_device, offload_device=offload_device)

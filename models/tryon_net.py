@@ -123,6 +123,6 @@ def build_tryon_model(state_dict: dict[str, torch.Tensor], weight_dtype: str = "
                       input_name: str = "tryon_net_name") -> comfy.model_patcher.ModelPatcher:
     """A ModelPatcher around TryonSDXL, built and cast through ComfyUI's own dtype/offload machinery."""
     unet_config, comfy_unet, ip_layout, resampler, extra = split_tryon_state_dict(state_dict, input_name)
-    patcher = build_model_patcher(TryonNetConfig(unet_config, ip_layout, resampler), {**comfy_unet, **extra}, weight_dtype)
+    patcher = build_model_patcher(TryonNetConfig(unet_config, ip_layout, resampler), comfy_unet, weight_dtype, extra)
     logging.info("IDM-VTON TryonNet loaded: %d IP cross-attentions, weight dtype %s", len(ip_layout), patcher.model_dtype())
     return patcher
