@@ -8,9 +8,13 @@ import folder_paths
 
 WEIGHT_EXTENSIONS = {".safetensors", ".bin", ".pth"}
 
-# key -> folder name under ComfyUI/models/
+# key -> (folder name under ComfyUI/models/, file extensions listed)
 MODEL_FOLDERS = {
-    "idm_vton": "idm_vton",           # TryonNet (unet/) and GarmentNet (unet_encoder/) weights, HF layout or single files
+    "idm_vton": ("idm_vton", WEIGHT_EXTENSIONS),                     # TryonNet (unet/) and GarmentNet (unet_encoder/), HF layout or single files
+    "humanparsing": ("humanparsing", {".onnx"}),                     # SCHP parsing_atr.onnx, parsing_lip.onnx
+    "openpose": ("openpose", {".pth", ".safetensors"}),              # body_pose_model.pth (CMU OpenPose body network)
+    "densepose": ("densepose", {".torchscript", ".pt", ".pth"}),     # densepose_r50_fpn_dl.torchscript, densepose_r101_fpn_dl.torchscript
+    "garment_caption": ("garment_caption", {".json"}),               # Hugging Face CLIP/SigLIP model folders (listed by their config.json)
 }
 
 # HF-layout sub-folders that never hold a UNet (kept out of the UNet loaders' lists)
@@ -18,15 +22,15 @@ NON_UNET_PARTS = ("image_encoder/", "text_encoder/", "text_encoder_2/", "vae/", 
 
 
 def register_model_folders() -> None:
-    for key, folder in MODEL_FOLDERS.items():
+    for key, (folder, extensions) in MODEL_FOLDERS.items():
         path = os.path.join(folder_paths.models_dir, folder)
         if key in folder_paths.folder_names_and_paths:
-            paths, extensions = folder_paths.folder_names_and_paths[key]
+            paths, known = folder_paths.folder_names_and_paths[key]
             if path not in paths:
                 paths.append(path)
-            folder_paths.folder_names_and_paths[key] = (paths, set(extensions) | WEIGHT_EXTENSIONS)
+            folder_paths.folder_names_and_paths[key] = (paths, set(known) | extensions)
         else:
-            folder_paths.folder_names_and_paths[key] = ([path], set(WEIGHT_EXTENSIONS))
+            folder_paths.folder_names_and_paths[key] = ([path], set(extensions))
 
 
 def unet_file_choices(prefer: str) -> list[str]:

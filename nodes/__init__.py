@@ -1,22 +1,11 @@
-"""Node registry: every node class of the pack, by its public (never renamed) id."""
+"""Node registry: every node class of the pack, by its public (never renamed) id.
 
-from .apply import IDMVTONApply
-from .image_fit import TryOnFitImage
-from .model_loaders import IDMVTONGarmentNetLoader, IDMVTONTryonNetLoader
-from .sampler import IDMVTONSampler
+Each node module declares `NODES = {node_id: (NodeClass, "Display name")}`; this file only collects them.
+"""
 
-NODE_CLASS_MAPPINGS = {
-    "IDMVTONTryonNetLoader": IDMVTONTryonNetLoader,
-    "IDMVTONGarmentNetLoader": IDMVTONGarmentNetLoader,
-    "IDMVTONApply": IDMVTONApply,
-    "IDMVTONSampler": IDMVTONSampler,
-    "TryOnFitImage": TryOnFitImage,
-}
+from . import apply, caption, densepose, image_fit, mask, model_loaders, person_crop, sampler
 
-NODE_DISPLAY_NAME_MAPPINGS = {
-    "IDMVTONTryonNetLoader": "IDM-VTON TryonNet Loader",
-    "IDMVTONGarmentNetLoader": "IDM-VTON GarmentNet Loader",
-    "IDMVTONApply": "IDM-VTON Apply",
-    "IDMVTONSampler": "IDM-VTON Sampler",
-    "TryOnFitImage": "Try-On Fit Image",
-}
+_MODULES = (model_loaders, apply, sampler, image_fit, mask, person_crop, densepose, caption)
+
+NODE_CLASS_MAPPINGS = {node_id: node for module in _MODULES for node_id, (node, _) in module.NODES.items()}
+NODE_DISPLAY_NAME_MAPPINGS = {node_id: display for module in _MODULES for node_id, (_, display) in module.NODES.items()}

@@ -43,3 +43,6 @@ class IDMVTONApply:
                                 densepose_image, garment_image, clip_vision, positive, negative,
                                 ip_adapter_strength, garment_strength)
         return (result.model, result.positive, result.negative, result.latent)
+
+
+NODES = {"IDMVTONApply": (IDMVTONApply, "IDM-VTON Apply")}

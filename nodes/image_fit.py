@@ -24,3 +24,6 @@ class TryOnFitImage:
 
     def fit(self, image, width: int, height: int, mode: str):
         return (fit_image(as_rgb(image, "image"), height, width, mode),)
+
+
+NODES = {"TryOnFitImage": (TryOnFitImage, "Try-On Fit Image")}

@@ -62,3 +62,9 @@ class IDMVTONGarmentNetLoader:
     def load(self, garment_net_name: str, weight_dtype: str):
         state_dict = read_state_dict(resolve("garment_net_name", garment_net_name), "garment_net_name")
         return (build_garment_model(state_dict, weight_dtype, "garment_net_name"),)
+
+
+NODES = {
+    "IDMVTONTryonNetLoader": (IDMVTONTryonNetLoader, "IDM-VTON TryonNet Loader"),
+    "IDMVTONGarmentNetLoader": (IDMVTONGarmentNetLoader, "IDM-VTON GarmentNet Loader"),
+}

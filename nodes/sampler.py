@@ -32,3 +32,6 @@ class IDMVTONSampler:
 
     def sample(self, model, positive, negative, latent_image, seed, steps, cfg, sampler_name, scheduler):
         return comfy_nodes.common_ksampler(model, seed, steps, cfg, sampler_name, scheduler, positive, negative, latent_image)
+
+
+NODES = {"IDMVTONSampler": (IDMVTONSampler, "IDM-VTON Sampler")}

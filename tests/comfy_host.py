@@ -59,6 +59,13 @@ def import_pack():
     return pack
 
 
+def pack_module(name: str):
+    """A submodule of the pack, e.g. pack_module("preprocess.agnostic_mask")."""
+    import importlib
+    import_pack()
+    return importlib.import_module(f"{PACK_MODULE}.{name}")
+
+
 # ----------------------------------------------------------------------------------------------
 # Test-only registrations of tiny model configs
 # ----------------------------------------------------------------------------------------------
@@ -171,9 +178,15 @@ def write_fixture_models(root: pathlib.Path, presets: tuple[str, ...] = ("fast",
         if not vision.exists():
             vision.parent.mkdir(parents=True, exist_ok=True)
             shutil.copy(repo / "image_encoder" / "model.safetensors", vision)
+    import fixtures_caption
+    import fixtures_densepose
+    import fixtures_openpose
+    import fixtures_parsing
+    for family in (fixtures_parsing, fixtures_openpose, fixtures_densepose, fixtures_caption):
+        family.write(models)  # each writes its tiny models under models/<its folder>/, skipping existing files
     yaml = root / "extra_model_paths.yaml"
-    yaml.write_text(f"tryon_fixtures:\n    base_path: {models}\n    checkpoints: checkpoints\n"
-                    f"    clip_vision: clip_vision\n    idm_vton: idm_vton\n    loras: loras\n")
+    folders = ("checkpoints", "clip_vision", "idm_vton", "loras", "humanparsing", "openpose", "densepose", "garment_caption")
+    yaml.write_text("tryon_fixtures:\n    base_path: " + str(models) + "\n" + "".join(f"    {f}: {f}\n" for f in folders))
     return yaml
 
 
