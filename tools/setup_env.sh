@@ -100,4 +100,15 @@ if [ ! -e "$LINK" ]; then
   fi
 fi
 
+# 7. Debian's Chromium for the real-frontend browser tests (Playwright drives it; it never downloads a browser).
+if ! command -v chromium >/dev/null 2>&1; then
+  if [ "$(id -u)" = "0" ] && command -v apt-get >/dev/null 2>&1; then
+    log "installing Debian's chromium for the browser tests"
+    apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null
+  else
+    log "warning: chromium is missing and cannot be installed here (not root / no apt-get): the browser tests will fail"
+  fi
+fi
+
 log "ready: python=$PY comfyui=$COMFY"
