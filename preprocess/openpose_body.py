@@ -207,8 +207,11 @@ def run_body_network(model: BodyPoseModel, image_rgb: np.ndarray) -> tuple[np.nd
     """(heatmaps (H,W,19), PAFs (H,W,38)) at the image size, for a uint8 (H,W,3) RGB image, on ComfyUI's torch device."""
     import comfy.model_management as mm
 
-    if image_rgb.ndim != 3 or image_rgb.shape[2] != 3:
+    image_rgb = np.asarray(image_rgb)
+    if image_rgb.ndim != 3 or image_rgb.shape[2] != 3 or min(image_rgb.shape[:2]) < 2:
         raise TryOnInputError(f"image: OpenPose needs an RGB image (H, W, 3), got shape {tuple(image_rgb.shape)}.")
+    if image_rgb.dtype != np.uint8:  # a float image in [0, 1]
+        image_rgb = (np.clip(image_rgb.astype(np.float32), 0.0, 1.0) * 255.0).round().astype(np.uint8)
     image_bgr = np.ascontiguousarray(image_rgb[:, :, ::-1])
     batch, scaled_hw, _ = prepare_input(image_bgr)
     device = mm.get_torch_device()

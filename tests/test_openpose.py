@@ -53,8 +53,8 @@ def test_tiny_fixture_file_loads_through_the_loader_with_real_key_names(tmp_path
     image = np.full((200, 150, 3), 90, np.uint8)
     heatmaps, pafs = body.run_body_network(model, image)
     assert heatmaps.shape == (200, 150, 19) and pafs.shape == (200, 150, 38)
-    result = body.detect_body_keypoints(model, image)
-    assert result is None or (result.shape == (18, 2) and result.dtype == np.float32)
+    assert np.all(heatmaps[:, :, :18] == 0) and np.abs(pafs).max() > 0  # the fixture's heatmap layer is zero: nobody, on any image
+    assert body.detect_body_keypoints(model, image) is None
     os.utime(path, (time.time() + 5, time.time() + 5))
     assert body.load_body_pose_model(str(path), "pose_model") is not model  # a changed file is read again
 
@@ -187,6 +187,25 @@ def test_pafs_pointing_the_wrong_way_connect_nothing():
     heatmaps, pafs = empty_maps()
     draw_person(heatmaps, pafs, PERSON, paf=-1.0)
     assert body.decode_keypoints(heatmaps, pafs) is None
+
+
+def test_a_limb_needs_more_than_80_percent_of_its_paf_samples_above_005():
+    heatmaps, pafs = empty_maps()
+    draw_person(heatmaps, pafs, PERSON, paf=0.04)  # aligned, but every sample is below the 0.05 threshold
+    assert body.decode_keypoints(heatmaps, pafs) is None
+    heatmaps, pafs = empty_maps()
+    draw_person(heatmaps, pafs, PERSON)
+    pafs[:, :, 10:12] = 0  # l-knee -> l-ankle (channels 10, 11) gone: the left ankle is lost, the rest stays
+    start, end = PERSON[12], PERSON[13]
+    for t in np.linspace(0, 1, 10)[:8]:  # 8 of 10 samples supported: not more than 80 %
+        x, y = np.round(start + t * (end - start)).astype(int)
+        pafs[y, x, 10:12] = (end - start) / np.linalg.norm(end - start)
+    points = body.decode_keypoints(heatmaps, pafs)
+    assert (points[13] == 0).all() and np.abs(points[:13] - PERSON[:13]).max() <= 1.0
+    for t in np.linspace(0, 1, 10)[8:]:  # all 10 samples supported: connected
+        x, y = np.round(start + t * (end - start)).astype(int)
+        pafs[y, x, 10:12] = (end - start) / np.linalg.norm(end - start)
+    assert np.abs(body.decode_keypoints(heatmaps, pafs) - PERSON).max() <= 1.0
 
 
 def test_no_peaks_means_no_person():
