@@ -6,6 +6,7 @@ import io
 
 import comfy_host
 import cv2
+import fixtures_parsing
 import numpy as np
 import pytest
 import torch
@@ -303,6 +304,37 @@ def test_crop_node_without_a_person_source_takes_the_centred_crop_and_an_empty_m
         node.crop(image, 96, 128, 0.1, "mask")
     with pytest.raises(TryOnInputError, match="^mask: it is 40x30"):
         node.crop(image, 96, 128, 0.1, "mask", mask=torch.ones(1, 30, 40))
+
+
+def test_crop_node_finds_the_person_from_pose_keypoints(pack):
+    node = pack.NODE_CLASS_MAPPINGS["TryOnPersonCrop"]()
+    image = photo(400, 600)
+    flat = [0.0] * 54
+    for index, (x, y) in {0: (400, 100), 1: (400, 150), 8: (380, 250), 10: (390, 330), 13: (420, 330)}.items():
+        flat[3 * index:3 * index + 3] = [x / 2, y / 2, 0.9]  # drawn on a half-size canvas
+    pose = [{"people": [{"pose_keypoints_2d": flat}], "canvas_width": 300, "canvas_height": 200}]
+    _, _, info = node.crop(image, 96, 128, 0.1, "pose", pose_keypoint=pose)
+    (box,) = info.boxes
+    assert contains(box, (380, 100, 421, 331)) and (box[2] - box[0]) * 4 == (box[3] - box[1]) * 3
+    assert box[3] - box[1] < 400  # around the person, not the whole frame
+    _, _, auto = node.crop(image, 96, 128, 0.1, "auto", mask=torch.zeros(1, 400, 600), pose_keypoint=pose)
+    assert auto.boxes == info.boxes  # an empty mask falls through to the pose
+
+
+def test_crop_node_finds_the_person_with_the_parsing_model(pack):
+    node = pack.NODE_CLASS_MAPPINGS["TryOnPersonCrop"]()
+    assert "parsing_atr.onnx" in node.INPUT_TYPES()["optional"]["parsing_model"][0]
+    labels = np.zeros((560, 640), np.uint8)
+    labels[200:456, 300:492] = fixtures_parsing.scene_labels(192, 256)  # the person drawn at half size, off centre
+    person = crop.bbox_from_labels(labels)
+    image = torch.from_numpy(fixtures_parsing.paint(labels)).float()[None] / 255.0
+    _, _, info = node.crop(image, 96, 128, 0.1, "parsing", parsing_model="parsing_atr.onnx")
+    (box,) = info.boxes
+    found = crop.person_box(person, 640, 560, 96, 128, 0.1)
+    assert all(abs(a - b) <= 8 for a, b in zip(box, found, strict=True)), (box, found)
+    assert contains(box, (person[0] + 4, person[1] + 4, person[2] - 4, person[3] - 4))
+    with pytest.raises(TryOnInputError, match="^parsing_model: no person found"):
+        node.crop(torch.ones(1, 560, 640, 3), 96, 128, 0.1, "parsing", parsing_model="parsing_atr.onnx")
 
 
 # ------------------------------------------------------------------------------------------------ a real server workflow
