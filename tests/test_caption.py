@@ -10,7 +10,7 @@ import comfy_host
 import numpy as np
 import pytest
 import torch
-from fixtures_caption import TINY_CLIP
+from fixtures_caption import TINY_CLIP, TINY_SIGLIP, write_tiny_siglip
 from graphs import CHECKPOINT
 from sample_images import write_tryon_inputs
 
@@ -297,3 +297,46 @@ def test_server_garment_caption_feeds_clip_text_encode(server):
     assert texts["garment_prompt"] == "a photo of " + texts["description"]
     assert list(score_lines(texts["scores"])) == ["sleeve length", "neckline", "item"]
     assert "tensor(" in entry["outputs"]["show_conditioning"]["text"][0]  # the text encoders ran on the caption's prompts
+
+
+# ----------------------------------------------------------------------------------------------
+# Against the transformers forward (CLIP softmax, SigLIP sigmoid)
+# ----------------------------------------------------------------------------------------------
+ONE_TEMPLATE = {
+    "attributes": {"kind": {"templates": ["a photo of {}"], "tags": [
+        {"name": "Tee", "caption": "t-shirt"}, {"name": "Blouse", "caption": "blouse"}, {"name": "Dress", "caption": "dress"},
+        {"name": "Jeans", "caption": "jeans"}, {"name": "Skirt", "caption": "skirt"}]}},
+    "categories": {"upper_body": ["kind"]},
+}
+
+
+@pytest.mark.parametrize("kind", ["clip", "siglip"])
+def test_scores_match_the_transformers_forward_softmax_for_clip_sigmoid_for_siglip(node, caption_dir, kind):
+    from PIL import Image
+    from transformers import AutoProcessor, CLIPModel, SiglipModel
+
+    name = TINY_CLIP
+    if kind == "siglip":
+        name = TINY_SIGLIP
+        if not (caption_dir / name / "model.safetensors").exists():
+            write_tiny_siglip(caption_dir / name)
+    write_json(caption_dir / "taxonomies" / "one_template.json", ONE_TEMPLATE)
+    image = garment(13)
+    out = run(node, image, caption_model=name, taxonomy="taxonomies/one_template.json")
+    assert ("sigmoid" if kind == "siglip" else "softmax") in out["scores"].splitlines()[0]
+
+    folder = str(caption_dir / name)
+    model = (SiglipModel if kind == "siglip" else CLIPModel).from_pretrained(folder, local_files_only=True).eval()
+    processor = AutoProcessor.from_pretrained(folder, local_files_only=True)
+    tags = ONE_TEMPLATE["attributes"]["kind"]["tags"]
+    pil = Image.fromarray((image[0] * 255).round().byte().numpy())
+    inputs = processor(text=[f"a photo of {t['caption']}" for t in tags], images=pil, return_tensors="pt",
+                       padding="max_length" if kind == "siglip" else True, max_length=16 if kind == "siglip" else None)
+    if kind == "siglip":
+        inputs.pop("attention_mask", None)  # SigLIP is trained on fixed-length padded text without a mask
+    with torch.no_grad():
+        logits = model(**inputs).logits_per_image[0]
+    expected = torch.sigmoid(logits) if kind == "siglip" else torch.softmax(logits, 0)
+    order = sorted(range(len(tags)), key=lambda i: -float(expected[i]))
+    assert score_lines(out["scores"])["kind"] == [(tags[i]["name"], round(float(expected[i]), 3)) for i in order[:3]]
+    assert out["description"] == tags[order[0]]["caption"]
