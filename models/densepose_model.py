@@ -1,0 +1,127 @@
+"""The TorchScript DensePose model: load from models/densepose, cache, run on ComfyUI's device, parse its output.
+
+Files: the TorchScript exports of detectron2's DensePose R50/R101 FPN (`densepose_r50_fpn_dl.torchscript`,
+`densepose_r101_fpn_dl.torchscript`, made with dajes/DensePose-TorchScript). Call contract: `model(image, bgr=True)`
+with one uint8 image (3, H, W) or (H, W, 3), BGR; the model resizes internally (shorter side 800) and returns boxes
+in the fed image's pixels. The exports ComfyUI users download return a tuple
+`(boxes [N,4] xyxy, coarse_segm [N,2,h,w], fine_segm [N,25,h,w], u [N,25,h,w], v [N,25,h,w])` without scores: the
+score threshold was applied inside the model at export time (detectron2's ROI_HEADS.SCORE_THRESH_TEST, the
+exporter's `--min_score`). The exporter's newer version returns a dict (`pred_boxes`, `scores`,
+`pred_densepose_coarse_segm`, `pred_densepose_fine_segm`, ...); then the node's threshold is applied to `scores`.
+
+Memory: the loaded module is wrapped in a `comfy.model_patcher.ModelPatcher` (load device = ComfyUI's torch
+device, offload device = the UNet offload device) and moved there with `comfy.model_management.load_models_gpu`
+before each run. ComfyUI then counts it among its loaded models and unloads it (back to the offload device) when
+another model needs the memory; between runs it stays cached here in RAM, keyed by path, size and mtime.
+
+Security, modestly: `torch.jit.load` does not run Python's pickle on arbitrary classes. A TorchScript archive holds
+TorchScript source, constants and tensors; its data records are read by TorchScript's own unpickler, which
+rebuilds only tensors, primitive containers and the archive's own TorchScript classes, so loading a file does not
+import or call arbitrary Python. The archive's code then runs in the TorchScript interpreter when the model is
+called, and that interpreter can call any registered operator: a malicious file can compute anything those ops
+allow, including reading files the process can read (e.g. `aten::from_file`), and interpreter bugs have had
+security fixes before. It is not a sandbox: use model files from sources you trust.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from dataclasses import dataclass
+
+import comfy.model_management
+import comfy.model_patcher
+import folder_paths
+import torch
+
+from ..preprocess.densepose import Detections
+from .errors import TryOnInputError
+
+FOLDER = "densepose"
+DOWNLOAD_HINT = ("Download densepose_r50_fpn_dl.torchscript (Hugging Face LayerNorm/DensePose-TorchScript-with-hint-image) "
+                 "into ComfyUI/models/densepose and refresh.")
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class _Cached:
+    key: tuple
+    patcher: comfy.model_patcher.ModelPatcher
+
+
+_CACHE: dict[str, _Cached] = {}
+
+
+def resolve(name: str, input_name: str = "densepose_model") -> str:
+    """Full path of a file listed in models/densepose, or a clear error."""
+    path = folder_paths.get_full_path(FOLDER, name) if name else None
+    if path is None or not os.path.isfile(path):
+        raise TryOnInputError(f"{input_name}: '{name}' is not in ComfyUI/models/densepose. {DOWNLOAD_HINT}")
+    return path
+
+
+def load_torchscript(path: str, input_name: str = "densepose_model") -> torch.jit.ScriptModule:
+    """`torch.jit.load` on the CPU, with a clear error for empty, corrupt or non-TorchScript files."""
+    name = os.path.basename(path)
+    if os.path.getsize(path) == 0:
+        raise TryOnInputError(f"{input_name}: '{name}' is empty (an interrupted download?). {DOWNLOAD_HINT}")
+    try:
+        module = torch.jit.load(path, map_location="cpu")
+    except Exception as error:  # torch raises RuntimeError/ValueError/zip errors for anything that is not a TorchScript archive
+        raise TryOnInputError(f"{input_name}: '{name}' is not a TorchScript model ({type(error).__name__}: {str(error).splitlines()[0][:200]}). "
+                              f"A plain PyTorch checkpoint or detectron2 .pkl does not work here. {DOWNLOAD_HINT}") from error
+    if not isinstance(module, torch.jit.ScriptModule):
+        raise TryOnInputError(f"{input_name}: '{name}' is not a TorchScript module. {DOWNLOAD_HINT}")
+    return module.eval()
+
+
+def densepose_patcher(name: str, input_name: str = "densepose_model") -> comfy.model_patcher.ModelPatcher:
+    """The cached ModelPatcher of a models/densepose file (loaded once; reloaded if the file changes)."""
+    path = resolve(name, input_name)
+    stat = os.stat(path)
+    key = (path, stat.st_size, stat.st_mtime_ns)
+    cached = _CACHE.get(path)
+    if cached is not None and cached.key == key:
+        return cached.patcher
+    module = load_torchscript(path, input_name)
+    patcher = comfy.model_patcher.ModelPatcher(module, load_device=comfy.model_management.get_torch_device(),
+                                               offload_device=comfy.model_management.unet_offload_device())
+    _CACHE[path] = _Cached(key, patcher)
+    return patcher
+
+
+def run_densepose(patcher: comfy.model_patcher.ModelPatcher, image_bgr: torch.Tensor, input_name: str = "densepose_model") -> Detections:
+    """Runs the model on one (3, H, W) uint8 BGR image on ComfyUI's device; detections come back on the CPU."""
+    comfy.model_management.load_models_gpu([patcher], force_full_load=True)  # no comfy.ops casting inside: never split across devices
+    module = patcher.model
+    device = patcher.load_device
+    if torch.device(device).type == "cpu":
+        module.float()  # fp16 exports: half convolutions are slow or missing on the CPU (the exporter's own demo does this)
+    with torch.inference_mode():
+        output = module(image_bgr.to(device), True)
+    return parse_output(output, input_name)
+
+
+def parse_output(output, input_name: str = "densepose_model") -> Detections:
+    """Detections from the export's tuple `(boxes, coarse, fine, u, v)` or its dict form (with `scores`)."""
+    if isinstance(output, dict):
+        keys = ("pred_boxes", "pred_densepose_coarse_segm", "pred_densepose_fine_segm")
+        if not all(k in output for k in keys):
+            raise TryOnInputError(f"{input_name}: the model returned a dict without {', '.join(keys)}; it is not a DensePose export.")
+        boxes, coarse, fine = (output[k] for k in keys)
+        scores = output.get("scores")
+    elif isinstance(output, (tuple, list)) and len(output) == 5 and all(isinstance(t, torch.Tensor) for t in output):
+        boxes, coarse, fine = output[0], output[1], output[2]
+        scores = None
+    else:
+        raise TryOnInputError(f"{input_name}: the model's output is not DensePose's (boxes, coarse_segm, fine_segm, u, v). "
+                              f"Use a DensePose TorchScript export. {DOWNLOAD_HINT}")
+    count = boxes.shape[0] if boxes.ndim == 2 else -1
+    shapes_ok = (boxes.ndim == 2 and boxes.shape[1] == 4 and coarse.ndim == 4 and coarse.shape[:2] == (count, 2)
+                 and fine.ndim == 4 and fine.shape[:2] == (count, 25) and (scores is None or scores.shape == (count,)))
+    if not shapes_ok:
+        raise TryOnInputError(f"{input_name}: unexpected DensePose output shapes boxes {tuple(boxes.shape)}, coarse_segm "
+                              f"{tuple(coarse.shape)}, fine_segm {tuple(fine.shape)} (expected [N,4], [N,2,h,w], [N,25,h,w]).")
+    cpu = {"device": "cpu", "dtype": torch.float32}
+    return Detections(boxes.to(**cpu), coarse.to(**cpu), fine.to(**cpu), None if scores is None else scores.to(**cpu))
