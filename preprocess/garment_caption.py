@@ -146,7 +146,13 @@ class CaptionModel:
     def _load(self) -> torch.device:
         import comfy.model_management
         comfy.model_management.load_models_gpu([self.patcher], force_full_load=True)
-        return self.patcher.load_device
+        device = self.patcher.load_device
+        network = self.patcher.model
+        if any(t.device != torch.device(device) for t in (*network.parameters(), *network.buffers())):
+            # --novram loads partially, which leaves non-leaf parameters and buffers behind; the caption model is
+            # small, so it runs whole on the device (ComfyUI's unload moves the whole module back)
+            network.to(device)
+        return device
 
     @staticmethod
     def _features(output) -> torch.Tensor:
