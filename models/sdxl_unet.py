@@ -20,8 +20,21 @@ def _count(state_dict: dict, prefix: str) -> int:
     return count
 
 
+CHECKPOINT_UNET_PREFIX = "model.diffusion_model."
+
+
+def reject_single_file_checkpoint(state_dict: dict[str, torch.Tensor], input_name: str) -> None:
+    """A whole SD/SDXL checkpoint (UNet + text encoders + VAE in one file) is not a diffusers UNet: say where it goes."""
+    if any(k.startswith(CHECKPOINT_UNET_PREFIX) for k in state_dict):
+        raise TryOnInputError(
+            f"{input_name}: this is a full Stable Diffusion checkpoint (single-file format), not an IDM-VTON UNet. "
+            "Load it with the stock 'Load Checkpoint' node instead; an SDXL base checkpoint's MODEL can go straight into "
+            "the garment_model input of 'IDM-VTON Apply'.")
+
+
 def unet_config_from_diffusers(state_dict: dict[str, torch.Tensor], input_name: str) -> dict:
     """ComfyUI `UNetModel` arguments for an SDXL-family diffusers UNet of any width or depth."""
+    reject_single_file_checkpoint(state_dict, input_name)
     if "conv_in.weight" not in state_dict or "down_blocks.0.resnets.0.conv1.weight" not in state_dict:
         raise TryOnInputError(
             f"{input_name}: these weights are not a diffusers-format SDXL UNet (no conv_in / down_blocks keys). "

@@ -13,7 +13,7 @@ import torch
 
 from ..attention.resampler import Resampler
 from .errors import TryOnInputError
-from .sdxl_unet import AttentionKey, attention_key, build_model_patcher, convert_unet_keys, unet_config_from_diffusers
+from .sdxl_unet import AttentionKey, attention_key, build_model_patcher, convert_unet_keys, reject_single_file_checkpoint, unet_config_from_diffusers
 
 TRYON_IN_CHANNELS = 13
 RESAMPLER_PREFIX = "encoder_hid_proj."
@@ -90,6 +90,7 @@ class TryonNetConfig(comfy.supported_models.SDXL):
 
 def split_tryon_state_dict(state_dict: dict[str, torch.Tensor], input_name: str):
     """Separates UNet, Resampler and IP weights and converts them to ComfyUI names."""
+    reject_single_file_checkpoint(state_dict, input_name)
     conv_in = state_dict.get("conv_in.weight")
     in_channels = None if conv_in is None else conv_in.shape[1]
     resampler = {k[len(RESAMPLER_PREFIX):]: v for k, v in state_dict.items() if k.startswith(RESAMPLER_PREFIX)}

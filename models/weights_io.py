@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import os
+import pickle
+import re
 import zipfile
 
 import safetensors.torch
@@ -29,14 +31,37 @@ def read_state_dict(path: str, input_name: str) -> dict[str, torch.Tensor]:
             raise TryOnInputError(f"{input_name}: {os.path.basename(path)} is neither .safetensors nor a torch .bin/.pth file.")
     except TryOnInputError:
         raise
-    except Exception as error:  # corrupt, truncated or unsafe files all end here
+    except pickle.UnpicklingError as error:
+        raise refused_pickle_error(path, input_name, error) from error
+    except Exception as error:  # corrupt or truncated files end here
         raise TryOnInputError(
             f"{input_name}: cannot read {os.path.basename(path)} as model weights ({type(error).__name__}: "
-            f"{str(error).splitlines()[0][:300] if str(error) else ''}). The file is truncated, corrupt, or a pickle "
-            "that needs code to load (refused for safety). Download it again, or convert it to .safetensors."
+            f"{first_line(error)}). The file is truncated or corrupt. Download it again, or convert it to .safetensors."
         ) from error
     if isinstance(state_dict, dict) and "state_dict" in state_dict and isinstance(state_dict["state_dict"], dict):
         state_dict = state_dict["state_dict"]
     if not isinstance(state_dict, dict) or not all(isinstance(v, torch.Tensor) for v in state_dict.values()):
         raise TryOnInputError(f"{input_name}: {os.path.basename(path)} does not hold a plain state dict of tensors.")
     return state_dict
+
+
+UNSAFE_GLOBAL = re.compile(r"Unsupported global: GLOBAL (\S+)")
+
+
+def first_line(error: BaseException) -> str:
+    text = str(error).strip()
+    return text.splitlines()[0][:300] if text else ""
+
+
+def refused_pickle_error(path: str, input_name: str, error: pickle.UnpicklingError) -> TryOnInputError:
+    """The message for a pickle that `weights_only=True` refused: code it wanted to run, or plain corruption."""
+    name = os.path.basename(path)
+    unsafe = UNSAFE_GLOBAL.search(str(error))
+    if unsafe:
+        return TryOnInputError(
+            f"{input_name}: {name} is a pickle that asks to run code when loaded ({unsafe.group(1)}); it was refused for "
+            "safety and nothing in it ran (weights load with weights_only=True only). Use the official file, or a "
+            ".safetensors version of it.")
+    return TryOnInputError(
+        f"{input_name}: cannot read {name} as model weights: it is not a valid torch pickle (truncated, corrupt, or "
+        "not a weights file). Download it again, or convert it to .safetensors.")

@@ -19,7 +19,8 @@ DTYPE_TOOLTIP = ("Weight storage dtype. 'default' lets ComfyUI choose for your G
 def resolve(input_name: str, name: str) -> str:
     path = folder_paths.get_full_path("idm_vton", name)
     if path is None:
-        raise TryOnInputError(f"{input_name}: '{name}' is not in ComfyUI/models/idm_vton. Put the file there and refresh.")
+        raise TryOnInputError(f"{input_name}: '{name}' is not in ComfyUI/models/idm_vton any more (moved, deleted, or a broken "
+                              "link since the list was made). Put the file back, or refresh the list (R) and pick another file.")
     return path
 
 
