@@ -93,14 +93,13 @@ def test_garment_output_drops_the_four_stray_keys(converted, layout_repo):
     assert all(torch.equal(out[k], original[k].half()) for k in out)
 
 
-def test_converted_files_load_and_sample_like_the_originals(pack, layout_repo, converted):
-    """Through the pack's loaders: weights equal the fp16-cast originals, and a short try-on sampling agrees."""
+def test_converted_files_load_through_the_pack_loaders_and_compute_like_the_originals(pack, layout_repo, converted):
+    """Weights equal the fp16-cast originals; TryonNet, its Resampler and GarmentNet give the same outputs (fp16 tolerance)."""
     from comfyui_tryon.models.garment_net import build_garment_model
     from comfyui_tryon.models.tryon_net import build_tryon_model
     from comfyui_tryon.models.weights_io import read_state_dict
-    from tryon_setup import load_models, prepare_case
-
-    import nodes
+    from tiny_models import ADM_DIM, CONTEXT_DIM, VISION_WIDTH
+    from tryon_setup import load_models
     original_tryon, original_garment = load_models(layout_repo)
     tryon = build_tryon_model(read_state_dict(str(converted["tryon"]), "tryon_net_name"))
     garment = build_garment_model(read_state_dict(str(converted["garment"]), "garment_net_name"))
@@ -110,14 +109,19 @@ def test_converted_files_load_and_sample_like_the_originals(pack, layout_repo, c
         assert a.keys() == b.keys() and len(weights) > 1600
         assert all(torch.equal(a[k], b[k].half().to(a[k].dtype)) for k in weights)
 
-    def sample(models):
-        case = prepare_case(*models, height=64, width=64)
-        return nodes.common_ksampler(case.result.model, 1, 1, 2.0, "euler", "normal", case.result.positive,
-                                     case.result.negative, case.result.latent)[0]["samples"]
+    generator = torch.Generator().manual_seed(5)
+    x = torch.randn(2, 13, 16, 16, generator=generator)
+    timesteps, context = torch.tensor([999.0, 500.0]), torch.randn(2, 77, CONTEXT_DIM, generator=generator)
+    adm, image_tokens = torch.randn(2, ADM_DIM, generator=generator), torch.randn(2, 257, VISION_WIDTH, generator=generator)
 
-    reference, ours = sample((original_tryon, original_garment)), sample((tryon, garment))
-    assert torch.isfinite(ours).all()
-    assert (ours - reference).abs().max().item() <= 1e-2 * reference.abs().max().item()
+    def close(ours, reference):
+        assert torch.isfinite(ours).all()
+        assert (ours - reference).abs().max().item() <= 1e-2 * reference.abs().max().item()
+
+    with torch.no_grad():
+        close(tryon.model.diffusion_model(x, timesteps, context, adm), original_tryon.model.diffusion_model(x, timesteps, context, adm))
+        close(tryon.model.ip_resampler(image_tokens), original_tryon.model.ip_resampler(image_tokens))
+        close(garment.model.diffusion_model(x[:, :4], timesteps, context), original_garment.model.diffusion_model(x[:, :4], timesteps, context))
 
 
 def test_refuses_to_overwrite_and_leaves_the_existing_file_untouched(layout_repo, tmp_path, capsys):
@@ -193,14 +197,14 @@ def test_fp16_overflow_stops_the_conversion_and_leaves_no_file(tryon_state, tmp_
     assert read_safetensors(tmp_path / "out.safetensors")["conv_out.bias"].dtype == torch.bfloat16
 
 
-def test_peak_memory_stays_near_one_tensor_not_the_file(tryon_state, tmp_path):
-    """A 190 MB source converts within ~one 32 MB tensor of extra memory: tensors are streamed, not collected."""
+def test_peak_memory_stays_near_one_tensor_not_the_file(layout_repo, tryon_state, tmp_path):
+    """A 290 MB source converts within ~one 32 MB tensor of extra memory: tensors are streamed, not collected."""
     big = dict(tryon_state)
     replaced = [k for k in big if k.startswith("up_blocks.0.") and k.endswith("ff.net.2.weight")][:6]
     for index, key in enumerate(replaced):
         big[key] = torch.full((2048, 4096), float(index))
     torch.save(big, tmp_path / "big.bin")
-    torch.save(tryon_state, tmp_path / "small.bin")
+    (tmp_path / "small.bin").symlink_to(layout_repo / "unet" / "diffusion_pytorch_model.bin")
     wrapper = textwrap.dedent("""
         import resource, runpy, sys
         sys.argv = sys.argv[1:]
@@ -219,7 +223,8 @@ def test_peak_memory_stays_near_one_tensor_not_the_file(tryon_state, tmp_path):
     extra_mb = (peak_kb("big") - peak_kb("small")) / 1024
     source_mb = os.path.getsize(tmp_path / "big.bin") / 2**20
     assert source_mb > 180
-    assert extra_mb < 96, f"converting {source_mb:.0f} MB needed {extra_mb:.0f} MB more memory than the tiny file"
+    # one 32 MB tensor + its fp16 copy is 48 MB; collecting the fp16 tensors (safetensors.save_file) costs ~150 MB here
+    assert extra_mb < 64, f"converting {source_mb:.0f} MB needed {extra_mb:.0f} MB more memory than the tiny file"
     out = read_safetensors(tmp_path / "big.safetensors")
     assert all(torch.equal(out[k], torch.full((2048, 4096), float(i), dtype=torch.float16)) for i, k in enumerate(replaced))
 
