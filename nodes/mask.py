@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import os
 
 import comfy.model_management
@@ -129,9 +130,9 @@ class TryOnAgnosticMask:
 
         def detect(pixels, index, width, height):
             keypoints = detect_body_keypoints(model, pixels)
-            if keypoints is None:
-                raise TryOnInputError(f"image: no person found in image {index} of the batch (OpenPose found nobody). "
-                                      "Use a photo of a person, or set pose_model to none to use the parsing only.")
+            if keypoints is None:  # the parsing did find a person: use the original's parsing-only arms, and say so
+                logging.warning("Try-On Agnostic Mask: OpenPose found no body in image %d of the batch; the arms come from "
+                                "the parsing only (as when the original misses the wrists). Check the mask preview.", index)
             return keypoints
         return detect
 

@@ -184,10 +184,30 @@ def write_fixture_models(root: pathlib.Path, presets: tuple[str, ...] = ("fast",
     import fixtures_parsing
     for family in (fixtures_parsing, fixtures_openpose, fixtures_densepose, fixtures_caption):
         family.write(models)  # each writes its tiny models under models/<its folder>/, skipping existing files
+    add_real_name_aliases(models)
     yaml = root / "extra_model_paths.yaml"
     folders = ("checkpoints", "clip_vision", "idm_vton", "loras", "humanparsing", "openpose", "densepose", "garment_caption")
     yaml.write_text("tryon_fixtures:\n    base_path: " + str(models) + "\n" + "".join(f"    {f}: {f}\n" for f in folders))
     return yaml
+
+
+# The file names the example workflows use (the real checkpoints' names) -> the tiny fixture standing in for them.
+REAL_NAME_ALIASES = {
+    "checkpoints/sd_xl_base_1.0.safetensors": "checkpoints/tiny_sdxl_fast.safetensors",
+    "clip_vision/CLIP-ViT-H-14-laion2B-s32B-b79K.safetensors": "clip_vision/tiny_clip_vision.safetensors",
+    "idm_vton/IDM-VTON": "idm_vton/IDM-VTON-tiny-fast",
+    "idm_vton/IDM-VTON-DC": "idm_vton/IDM-VTON-tiny-fast",
+    "garment_caption/clip-vit-large-patch14": "garment_caption/tiny-clip",
+}
+
+
+def add_real_name_aliases(models: pathlib.Path) -> None:
+    """Symlinks under the real file names, so the shipped workflows run unchanged on the tiny fixtures."""
+    for alias, target in REAL_NAME_ALIASES.items():
+        link, source = models / alias, models / target
+        if source.exists() and not link.exists() and not link.is_symlink():
+            link.parent.mkdir(parents=True, exist_ok=True)
+            link.symlink_to(source.resolve(), target_is_directory=source.is_dir())
 
 
 # ----------------------------------------------------------------------------------------------
