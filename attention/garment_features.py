@@ -13,14 +13,14 @@ class _FeaturesComplete(Exception):
     """Stops the forward pass once the last needed block's features are captured."""
 
 
-def transformer_block_widths(unet) -> dict[FeatureKey, int]:
-    """Every (block_name, number, index) of a ComfyUI UNetModel's transformer blocks, in execution order, with its width."""
-    widths: dict[FeatureKey, int] = {}
+def transformer_blocks(unet) -> dict[FeatureKey, torch.nn.Module]:
+    """Every (block_name, number, index) of a ComfyUI UNetModel's BasicTransformerBlocks, in execution order."""
+    blocks: dict[FeatureKey, torch.nn.Module] = {}
 
     def blocks_of(module, name: str, number: int):
         for layer in module:
             for index, block in enumerate(getattr(layer, "transformer_blocks", ())):
-                widths[(name, number, index)] = block.norm1.normalized_shape[0]
+                blocks[(name, number, index)] = block
 
     for number, module in enumerate(unet.input_blocks):
         blocks_of(module, "input", number)
@@ -28,7 +28,12 @@ def transformer_block_widths(unet) -> dict[FeatureKey, int]:
         blocks_of(unet.middle_block, "middle", 0)
     for number, module in enumerate(unet.output_blocks):
         blocks_of(module, "output", number)
-    return widths
+    return blocks
+
+
+def transformer_block_widths(unet) -> dict[FeatureKey, int]:
+    """Every transformer block key of a ComfyUI UNetModel, in execution order, with its width."""
+    return {key: block.norm1.normalized_shape[0] for key, block in transformer_blocks(unet).items()}
 
 
 def garment_features(unet, latent: torch.Tensor, timesteps: torch.Tensor, context: torch.Tensor,

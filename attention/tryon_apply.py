@@ -11,7 +11,7 @@ import torch
 from ..models.errors import TryOnInputError
 from ..preprocess.tryon_inputs import prepare_pixels, tryon_concat
 from .garment_features import transformer_block_widths
-from .tryon_patch import TryOnState, patch_tryon_model, wanted_feature_keys
+from .tryon_patch import FEATURE_CACHE, TryOnState, patch_tryon_model, wanted_feature_keys
 
 
 @dataclass
@@ -77,8 +77,11 @@ def encode(vae, pixels: torch.Tensor, latent_format) -> torch.Tensor:
 
 
 def apply_idm_vton(tryon_model, garment_model, garment_conditioning, vae, person, mask, densepose, garment,
-                   clip_vision, positive, negative, ip_adapter_strength: float = 1.0, garment_strength: float = 1.0) -> TryOnResult:
+                   clip_vision, positive, negative, ip_adapter_strength: float = 1.0, garment_strength: float = 1.0,
+                   garment_feature_cache: str = "off", uncond_keys: str = "single_key") -> TryOnResult:
     check_models(tryon_model, garment_model)
+    if garment_feature_cache not in FEATURE_CACHE:
+        raise TryOnInputError(f"garment_feature_cache: must be one of {', '.join(FEATURE_CACHE)}, not {garment_feature_cache!r}.")
     if vae is None or not hasattr(vae, "encode"):
         raise TryOnInputError("vae: connect the SDXL checkpoint's VAE.")
     pixels = prepare_pixels(person, mask, densepose, garment)
@@ -92,7 +95,8 @@ def apply_idm_vton(tryon_model, garment_model, garment_conditioning, vae, person
         garment_net=garment_model, garment_latent=garment_latent,
         garment_context=first_context(garment_conditioning, "garment_conditioning"),
         ip_cond=ip_cond, ip_uncond=ip_uncond, ip_layers=tryon_model.model.ip_adapter,
-        wanted=wanted_feature_keys(tryon_model), ip_strength=ip_adapter_strength, garment_strength=garment_strength)
+        wanted=wanted_feature_keys(tryon_model), ip_strength=ip_adapter_strength, garment_strength=garment_strength,
+        feature_cache=garment_feature_cache, uncond_keys=uncond_keys)
     batch, height, width = pixels.person.shape[:3]
     values = {"tryon_concat": concat, "width": width, "height": height, "crop_w": 0, "crop_h": 0,
               "target_width": width, "target_height": height}

@@ -3,6 +3,12 @@
 from __future__ import annotations
 
 from ..attention.tryon_apply import apply_idm_vton
+from ..attention.tryon_patch import FEATURE_CACHE
+
+GARMENT_FEATURE_CACHE_TOOLTIP = (
+    "Approximate speed-up, off by default. 'off' runs GarmentNet every step (exact, as the original). 'first_step' / "
+    "'mid_schedule' run it once per sampling run, at the first or the middle step's timestep, and reuse its features: "
+    "about TBD faster per step; deviation from the exact result TBD.")
 
 
 class IDMVTONApply:
@@ -34,14 +40,16 @@ class IDMVTONApply:
                                                   "tooltip": "Scale of the garment image's IP-Adapter attention (original: 1.0)."}),
                 "garment_strength": ("FLOAT", {"default": 1.0, "min": 0.0, "max": 2.0, "step": 0.05,
                                                "tooltip": "Scale of the GarmentNet reference features (original: 1.0)."}),
+                "garment_feature_cache": (list(FEATURE_CACHE), {"default": "off", "tooltip": GARMENT_FEATURE_CACHE_TOOLTIP}),
             },
         }
 
     def apply(self, tryon_model, garment_model, garment_conditioning, vae, person_image, mask, densepose_image,
-              garment_image, clip_vision, positive, negative, ip_adapter_strength=1.0, garment_strength=1.0):
+              garment_image, clip_vision, positive, negative, ip_adapter_strength=1.0, garment_strength=1.0,
+              garment_feature_cache="off"):
         result = apply_idm_vton(tryon_model, garment_model, garment_conditioning, vae, person_image, mask,
                                 densepose_image, garment_image, clip_vision, positive, negative,
-                                ip_adapter_strength, garment_strength)
+                                ip_adapter_strength, garment_strength, garment_feature_cache)
         return (result.model, result.positive, result.negative, result.latent)
 
 
