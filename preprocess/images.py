@@ -18,7 +18,9 @@ def as_rgb(image: torch.Tensor, input_name: str) -> torch.Tensor:
     if not torch.isfinite(image).all():
         raise TryOnInputError(f"{input_name}: the image contains NaN or Inf values. Check the node that produced it.")
     if max(image.shape[1:3]) > MAX_SIDE:
-        raise TryOnInputError(f"{input_name}: {image.shape[2]}x{image.shape[1]} exceeds the {MAX_SIDE}px limit. Downscale or crop the person first.")
+        what = "the person (e.g. with 'Try-On Fit Image' or ImageScale)" if input_name == "person_image" else "it (e.g. with ImageScale)"
+        raise TryOnInputError(f"{input_name}: {image.shape[2]}x{image.shape[1]} exceeds the {MAX_SIDE}px limit a side. "
+                              f"Downscale or crop {what} first.")
     channels = image.shape[-1]
     if channels in (1, 2):
         image = image[..., :1].expand(*image.shape[:-1], 3)
@@ -34,7 +36,7 @@ def as_mask(mask: torch.Tensor, input_name: str) -> torch.Tensor:
     if mask.ndim != 3:
         raise TryOnInputError(f"{input_name}: expected a MASK of shape (batch, height, width), got {tuple(mask.shape)}.")
     if not torch.isfinite(mask).all():
-        raise TryOnInputError(f"{input_name}: the mask contains NaN or Inf values.")
+        raise TryOnInputError(f"{input_name}: the mask contains NaN or Inf values. Check the node that produced it.")
     return mask.float()
 
 

@@ -49,8 +49,10 @@ def prepare_pixels(person: torch.Tensor, mask: torch.Tensor, densepose: torch.Te
                           "densepose_image": densepose.shape[0], "garment_image": garment.shape[0]})
     person = repeat_to_batch(resize_image(person, height, width), batch)
     mask = binarize_mask(repeat_to_batch(resize_mask_nearest(mask, height, width), batch))
-    if float(mask.sum()) == 0:
-        raise TryOnInputError("mask: the mask is empty, so nothing would be repainted. Draw or generate a mask over the garment area.")
+    empty = [index for index in range(batch) if float(mask[index].sum()) == 0]
+    if empty:
+        which = "the mask is empty" if batch == 1 else f"mask {', '.join(str(i + 1) for i in empty)} of the batch of {batch} is empty"
+        raise TryOnInputError(f"mask: {which}, so nothing would be repainted. Draw or generate a mask over the garment area.")
     densepose = repeat_to_batch(resize_image(densepose, height, width), batch)
     garment = resize_image(garment, height, width)
     keep = (mask < 0.5).float().unsqueeze(-1)

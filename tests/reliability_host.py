@@ -197,7 +197,7 @@ def load_image(name: str) -> dict:
 _LAST_GOOD: dict = {}
 
 
-def with_last_good(prompt: dict) -> dict:
+def with_last_good(prompt: dict, keep_graph: dict | None = None) -> dict:
     """`prompt` plus the last successful graph's non-output nodes under `keep_` ids.
 
     ComfyUI's cache drops results of nodes that are not in the current prompt; nodes that are present but
@@ -207,13 +207,17 @@ def with_last_good(prompt: dict) -> dict:
     def keep(ref):
         return [f"keep_{ref[0]}", ref[1]] if isinstance(ref, list) and len(ref) == 2 and isinstance(ref[0], str) else ref
     kept = {f"keep_{node_id}": {**node, "inputs": {k: keep(v) for k, v in node["inputs"].items()}}
-            for node_id, node in _LAST_GOOD.items() if node["class_type"] != "SaveImage"}
+            for node_id, node in (keep_graph or _LAST_GOOD).items() if node["class_type"] != "SaveImage"}
     return {**kept, **prompt}
 
 
-def outcome(host: comfy_host.ComfyServer, prompt: dict, timeout: float = 300, keep_cache: bool = True) -> tuple[str, str, dict]:
-    """('rejected' | 'error' | 'interrupted' | 'success', message, history entry or validation answer)."""
-    answer = host.queue(with_last_good(prompt) if keep_cache else prompt)
+def outcome(host: comfy_host.ComfyServer, prompt: dict, timeout: float = 300, keep_cache: bool = True,
+            keep_graph: dict | None = None) -> tuple[str, str, dict]:
+    """('rejected' | 'error' | 'interrupted' | 'success', message, history entry or validation answer).
+
+    keep_cache: keep the cached results of `keep_graph` (default: the last valid graph) while this prompt runs.
+    """
+    answer = host.queue(with_last_good(prompt, keep_graph) if keep_cache else prompt)
     if "prompt_id" not in answer:
         return "rejected", json.dumps(answer), answer
     entry = host.wait_history(answer["prompt_id"], timeout)
@@ -246,9 +250,10 @@ def assert_recovers(host: comfy_host.ComfyServer) -> np.ndarray:
     return image
 
 
-def probe(host: comfy_host.ComfyServer) -> dict:
+def probe(host: comfy_host.ComfyServer, keep_graph: dict | None = None) -> dict:
     """The live TryOnState report from inside the server (see reliability_nodes.TryOnTestStateProbe)."""
-    status, message, entry = outcome(host, {"probe": {"class_type": "TryOnTestStateProbe", "inputs": {"token": str(time.time())}}})
+    status, message, entry = outcome(host, {"probe": {"class_type": "TryOnTestStateProbe", "inputs": {"token": str(time.time())}}},
+                                     keep_graph=keep_graph)
     assert status == "success", message
     return json.loads(entry["outputs"]["probe"]["text"][0])
 
