@@ -1,11 +1,14 @@
-"""`make run`: the bundled try-on workflow on the bundled sample images, in a headless ComfyUI.
+"""`make run`: the bundled `idm_vton_upper_body` workflow on the bundled sample images, in a headless ComfyUI.
 
-Real weights are used when every part is found in ComfyUI's model folders; otherwise a loud banner
-says so and the tiny random fixture weights are used, and the output is labelled as a smoke test.
+The UI-format workflow is converted to API format with the server's own `/object_info` (no second copy).
+Real weights are used when every model file the workflow names is in ComfyUI's model folders; otherwise a
+loud banner says so, the tiny random fixture weights stand in under the same names, and the output is
+labelled as a smoke test.
 """
 
 from __future__ import annotations
 
+import json
 import os
 import pathlib
 import shutil
@@ -13,37 +16,32 @@ import sys
 import tempfile
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO / "tests"))
+sys.path[:0] = [str(REPO / "tools"), str(REPO / "tests")]
 
 import comfy_host  # noqa: E402
-import graphs  # noqa: E402
+import workflow_api  # noqa: E402
 
+WORKFLOW = REPO / "workflows" / "idm_vton_upper_body.json"
 OUTPUT = REPO / "output"
 SAMPLES = REPO / "samples"
 FIXTURE_CACHE = REPO / ".comfyui" / "fixtures"
-GIB = 1 << 30
+SMOKE_PREFIX = "SMOKE_TEST_tiny_random_weights"
 
 
-def find_real_weights() -> dict[str, str] | None:
-    """Names (relative to their folder) of real TryonNet, SDXL checkpoint and CLIP ViT-H files, if all are present."""
-    models = comfy_host.COMFY_DIR / "models"
-
-    def first(folder: str, accept) -> str | None:
-        root = models / folder
-        if not root.is_dir():
-            return None
-        for path in sorted(root.rglob("*")):
-            rel = path.relative_to(root).as_posix()
-            if path.is_file() and accept(rel.lower()) and path.stat().st_size > GIB // 2:
-                return rel
-        return None
-
-    found = {
-        "tryon": first("idm_vton", lambda n: "unet/" in n or ("tryon" in n and "encoder" not in n)),
-        "checkpoint": first("checkpoints", lambda n: "xl" in n and n.endswith(".safetensors")),
-        "clip_vision": first("clip_vision", lambda n: "h-14" in n or "vit-h" in n or "vit_h" in n),
-    }
-    return found if all(found.values()) else None
+def missing_models(prompt: dict, object_info: dict) -> list[str]:
+    """'Node.input = value' for every model-file choice in the prompt that the server does not list."""
+    missing = []
+    for node in prompt.values():
+        definition = object_info.get(node["class_type"], {})
+        specs = {**definition.get("input", {}).get("required", {}), **definition.get("input", {}).get("optional", {})}
+        for name, value in node["inputs"].items():
+            spec = specs.get(name)
+            if node["class_type"] == "LoadImage" or not spec or not isinstance(spec[0], list) or not isinstance(value, str):
+                continue
+            looks_like_file = "." in value or "/" in value or name.endswith(("_name", "_model"))
+            if looks_like_file and value not in spec[0] and value != "none":
+                missing.append(f"{node['class_type']}.{name} = {value}")
+    return missing
 
 
 def banner(lines: list[str]) -> None:
@@ -54,55 +52,67 @@ def banner(lines: list[str]) -> None:
     print("#" * width + "\n", flush=True)
 
 
-def main() -> int:
-    workdir = pathlib.Path(tempfile.mkdtemp(prefix="tryon_run_"))
-    real = find_real_weights()
-    if real:
-        print(f"Real weights found: {real}")
-        graph = graphs.tryon_graph("person.png", "garment.png", "mask.png", "densepose.png", steps=30,
-                                   sampler="ddpm", scheduler="ddim_uniform", use_our_sampler=True)
-        graph["tryon"]["inputs"]["tryon_net_name"] = real["tryon"]
-        graph["ckpt"]["inputs"]["ckpt_name"] = real["checkpoint"]
-        graph["vision"]["inputs"]["clip_name"] = real["clip_vision"]
-        prefix, yaml, tiny = "idm_vton_tryon", None, False
-    else:
-        banner(["NO REAL IDM-VTON WEIGHTS FOUND in " + str(comfy_host.COMFY_DIR / "models"),
-                "Needed: models/idm_vton/<IDM-VTON>/unet/..., an SDXL checkpoint, CLIP-ViT-H-14 in clip_vision/.",
-                "Running with TINY RANDOM FIXTURE WEIGHTS: the image is a SMOKE TEST, not a try-on.",
-                "See README.md, 'Where real weights go'."])
-        yaml = comfy_host.write_fixture_models(FIXTURE_CACHE, ("fast",))
-        graph = graphs.tryon_graph("person.png", "garment.png", "mask.png", "densepose.png", steps=30,
-                                   sampler="ddpm", scheduler="ddim_uniform", use_our_sampler=True)
-        prefix, tiny = "SMOKE_TEST_tiny_random_weights", True
-    graph["save"]["inputs"]["filename_prefix"] = prefix
+def start(workdir: pathlib.Path, yaml: pathlib.Path | None, tiny: bool) -> comfy_host.ComfyServer:
     server = comfy_host.ComfyServer(workdir, yaml, tiny=tiny)
     for sample in SAMPLES.glob("*.png"):
         shutil.copy(sample, workdir / "input" / sample.name)
+    server.wait_ready()
+    return server
+
+
+def keep_outputs(folder: pathlib.Path, smoke: bool) -> list[pathlib.Path]:
+    """Copies the saved images to output/, never over an existing file."""
+    OUTPUT.mkdir(exist_ok=True)
+    written = []
+    for image in sorted(folder.glob("*.png")):
+        name = f"{SMOKE_PREFIX}_{image.name}" if smoke else image.name
+        target = OUTPUT / name
+        n = 1
+        while target.exists():
+            target = OUTPUT / f"{pathlib.Path(name).stem}_{n}.png"
+            n += 1
+        shutil.copy(image, target)
+        written.append(target)
+    return written
+
+
+def main() -> int:
+    workflow = json.loads(WORKFLOW.read_text())
+    root = pathlib.Path(tempfile.mkdtemp(prefix="tryon_run_"))
+    server = start(root / "real", None, tiny=False)
     try:
-        server.wait_ready()
-        entry = server.run(graph, timeout=3600)
+        object_info = server.get_json("/object_info")
+        prompt = workflow_api.to_api(workflow, object_info)
+        missing = missing_models(prompt, object_info)
+    except BaseException:
+        server.stop()
+        raise
+    smoke = bool(missing)
+    if smoke:
+        server.stop()
+        banner(["NO REAL IDM-VTON WEIGHTS: these model files are not in " + str(comfy_host.COMFY_DIR / "models") + ":",
+                *[f"  - {entry}" for entry in missing],
+                "Running with TINY RANDOM FIXTURE WEIGHTS under the same names: the image is a SMOKE TEST, not a try-on.",
+                "See README.md, 'Model set-up'."])
+        yaml = comfy_host.write_fixture_models(FIXTURE_CACHE, ("fast",))
+        server = start(root / "tiny", yaml, tiny=True)
+        prompt = workflow_api.to_api(workflow, server.get_json("/object_info"))
+    else:
+        print(f"Real weights found; running {WORKFLOW.name}")
+    try:
+        entry = server.run(prompt, timeout=3600)
         error = comfy_host.execution_error(entry)
         if error:
             print(f"The workflow failed: {error}\nServer log: {server.log_path}", file=sys.stderr)
             return 1
-        OUTPUT.mkdir(exist_ok=True)
-        written = []
-        for image in (workdir / "output").glob("*.png"):
-            target = OUTPUT / image.name
-            if target.exists():  # never overwrite an earlier result
-                stem, n = image.stem, 1
-                while (OUTPUT / f"{stem}_{n}.png").exists():
-                    n += 1
-                target = OUTPUT / f"{stem}_{n}.png"
-            shutil.copy(image, target)
-            written.append(target)
+        written = keep_outputs(server.workdir / "output", smoke)
         for path in written:
-            print(f"wrote {path}" + ("   (SMOKE TEST: tiny random weights)" if tiny else ""))
+            print(f"wrote {path}" + ("   (SMOKE TEST: tiny random weights)" if smoke else ""))
         return 0 if written else 1
     finally:
         server.stop()
         if os.environ.get("TRYON_KEEP_WORKDIR") is None:
-            shutil.rmtree(workdir, ignore_errors=True)
+            shutil.rmtree(root, ignore_errors=True)
 
 
 if __name__ == "__main__":
