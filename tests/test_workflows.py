@@ -69,3 +69,8 @@ def test_workflow_converts_and_runs_to_completion(server, object_info, path):
         assert result.shape == person.shape  # pasted back into the original photo
         unchanged = (result == person).all(axis=-1)
         assert 0.2 < unchanged.mean() < 1.0  # the try-on changed the garment area and kept the rest
+
+
+def test_the_template_browser_lists_the_workflows(server):
+    templates = server.get_json("/workflow_templates")
+    assert sorted(templates.get("comfyui-tryon", [])) == sorted(p.stem for p in WORKFLOWS)
