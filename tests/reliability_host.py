@@ -27,7 +27,7 @@ BAD = "reliability"  # sub-folder of models/idm_vton holding the bad files
 TRYON_NET = "IDM-VTON-tiny-fast/unet/diffusion_pytorch_model.bin"
 GARMENT_NET = "IDM-VTON-tiny-fast/unet_encoder/diffusion_pytorch_model.safetensors"
 WRONG_VISION = "tiny_clip_vision_w48.safetensors"
-WIDTH, HEIGHT = 96, 128
+WIDTH, HEIGHT = 64, 80  # small (the VAE dominates the run time), not square (catches swapped sides)
 
 _SERVER: comfy_host.ComfyServer | None = None
 _ROOT: pathlib.Path | None = None
@@ -150,7 +150,7 @@ def write_images(folder: pathlib.Path) -> None:
     """Person, garment, mask and DensePose at the base size, plus the odd sizes the matrix uses."""
     from sample_images import write_tryon_inputs
     write_tryon_inputs(folder, WIDTH, HEIGHT, prefix="r")
-    for width, height in ((48, 64), (192, 256), (120, 160), (100, 130), (64, 384), (384, 64), (16, 16), (40, 400), (4104, 64)):
+    for width, height in ((32, 40), (128, 160), (80, 100), (70, 90), (64, 384), (384, 64), (16, 16), (40, 400), (4104, 64)):
         write_tryon_inputs(folder, width, height, prefix="r")
     rng = np.random.default_rng(3)
     soft = rng.uniform(0.0, 0.49, (HEIGHT, WIDTH))   # below 0.5 outside the base rectangle ...
