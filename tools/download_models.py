@@ -2,7 +2,8 @@
 
     python tools/download_models.py [--models-dir ComfyUI/models] [--include GROUP,...] [--dry-run]
 
-Default groups: tryon, clip_vision, parsing, openpose, densepose. Optional: garment (IDM's unet_encoder; an SDXL base
+Default groups: tryon, clip_vision, parsing, openpose, densepose, caption (CLIP ViT-L/14 for the caption node).
+Optional: garment (IDM's unet_encoder; an SDXL base
 checkpoint does the same job), dresscode (IDM-VTON-DC), sdxl (SDXL base 1.0). Files already in place are skipped.
 Each file is fetched into a hidden staging folder inside the models folder and moved into place when complete.
 
@@ -59,11 +60,15 @@ FILES = (
               "CMU OpenPose licence (non-commercial)"),
     ModelFile("densepose", "LayerNorm/DensePose-TorchScript-with-hint-image", "model", "densepose_r50_fpn_dl.torchscript",
               "densepose/densepose_r50_fpn_dl.torchscript", "265 MB", "Apache-2.0"),
+    *(ModelFile("caption", "openai/clip-vit-large-patch14", "model", name, f"garment_caption/clip-vit-large-patch14/{name}", size, "MIT")
+      for name, size in (("config.json", "4 kB"), ("model.safetensors", "1.71 GB"), ("preprocessor_config.json", "1 kB"),
+                         ("tokenizer.json", "2 MB"), ("tokenizer_config.json", "1 kB"), ("vocab.json", "961 kB"),
+                         ("merges.txt", "525 kB"), ("special_tokens_map.json", "1 kB"))),
     ModelFile("sdxl", "stabilityai/stable-diffusion-xl-base-1.0", "model", "sd_xl_base_1.0.safetensors",
               "checkpoints/sd_xl_base_1.0.safetensors", "6.9 GB", "CreativeML Open RAIL++-M"),
 )
 GROUPS = tuple(dict.fromkeys(f.group for f in FILES))
-DEFAULT_GROUPS = ("tryon", "clip_vision", "parsing", "openpose", "densepose")
+DEFAULT_GROUPS = ("tryon", "clip_vision", "parsing", "openpose", "densepose", "caption")
 
 
 class DownloadError(Exception):
