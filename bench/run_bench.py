@@ -240,7 +240,10 @@ def memory_in_subprocess(args, side: str) -> dict:
         argv.append("--lowvram")
     if args.threads:
         argv += ["--threads", str(args.threads)]
-    done = subprocess.run(argv, capture_output=True, text=True, env={**os.environ, "PYTHONUNBUFFERED": "1"})
+    # glibc keeps freed heap memory (its mmap threshold grows after frees), so the weights' build would hide the
+    # sampling peak: a fixed threshold returns every large buffer to the OS and RSS follows what is live.
+    env = {**os.environ, "PYTHONUNBUFFERED": "1", "MALLOC_MMAP_THRESHOLD_": "65536", "MALLOC_TRIM_THRESHOLD_": "65536"}
+    done = subprocess.run(argv, capture_output=True, text=True, env=env)
     for line in done.stdout.splitlines():
         if line.startswith("MEMORY "):
             return json.loads(line[len("MEMORY "):])

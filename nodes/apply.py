@@ -7,8 +7,11 @@ from ..attention.tryon_patch import FEATURE_CACHE
 
 GARMENT_FEATURE_CACHE_TOOLTIP = (
     "Approximate speed-up, off by default. 'off' runs GarmentNet every step (exact, as the original). 'first_step' / "
-    "'mid_schedule' run it once per sampling run, at the first or the middle step's timestep, and reuse its features: "
-    "about TBD faster per step; deviation from the exact result TBD.")
+    "'mid_schedule' run it once per sampling run, at the first or the middle step's timestep, and reuse its features. "
+    "Measured (bench/, CPU, real depths at reduced width, 4 steps): per step 0.69x / 0.71x of the exact mode "
+    "(0.55x / 0.56x of the original's), so about 30% faster. Deviation from the exact result on random test weights: "
+    "first_step ~3e-7 relative on the final latent (random weights are dominated by the first step, so this understates it), "
+    "mid_schedule 40% relative, mean 0.08 on the decoded [0,1] image. Not yet measured on real weights: check your images.")
 
 
 class IDMVTONApply:
