@@ -111,7 +111,7 @@ def test_clone_shares_weights_and_state(fast_models):
     case = prepare_case(*fast_models)
     clone = case.result.model.clone()
     assert clone.model is case.result.model.model
-    patch = clone.model_options["transformer_options"]["patches"]["attn1_patch"][0]
+    patch = next(iter(clone.model_options["transformer_options"]["patches_replace"]["attn1"].values()))
     assert patch.state is case.result.state
     assert case.garment in clone.model_patches_models()  # GarmentNet loads together with TryonNet
 
