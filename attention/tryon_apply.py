@@ -84,24 +84,24 @@ def apply_idm_vton(tryon_model, garment_model, garment_conditioning, vae, person
         raise TryOnInputError(f"garment_feature_cache: must be one of {', '.join(FEATURE_CACHE)}, not {garment_feature_cache!r}.")
     if vae is None or not hasattr(vae, "encode"):
         raise TryOnInputError("vae: connect the SDXL checkpoint's VAE.")
+    garment_context = first_context(garment_conditioning, "garment_conditioning")
+    first_context(positive, "positive")
+    first_context(negative, "negative")
     pixels = prepare_pixels(person, mask, densepose, garment)
+    ip_cond, ip_uncond = ip_image_tokens(tryon_model, clip_vision, pixels.garment)  # before the VAE: a wrong vision model fails fast
     latent_format = tryon_model.model.latent_format
     masked_latent = encode(vae, pixels.masked_person, latent_format)
     densepose_latent = encode(vae, pixels.densepose, latent_format)
     garment_latent = encode(vae, pixels.garment, latent_format)
     concat = tryon_concat(pixels.mask, masked_latent, densepose_latent)
-    ip_cond, ip_uncond = ip_image_tokens(tryon_model, clip_vision, pixels.garment)
     state = TryOnState(
-        garment_net=garment_model, garment_latent=garment_latent,
-        garment_context=first_context(garment_conditioning, "garment_conditioning"),
+        garment_net=garment_model, garment_latent=garment_latent, garment_context=garment_context,
         ip_cond=ip_cond, ip_uncond=ip_uncond, ip_layers=tryon_model.model.ip_adapter,
         wanted=wanted_feature_keys(tryon_model), ip_strength=ip_adapter_strength, garment_strength=garment_strength,
         feature_cache=garment_feature_cache, uncond_keys=uncond_keys)
     batch, height, width = pixels.person.shape[:3]
     values = {"tryon_concat": concat, "width": width, "height": height, "crop_w": 0, "crop_h": 0,
               "target_width": width, "target_height": height}
-    first_context(positive, "positive")
-    first_context(negative, "negative")
     latent = {"samples": torch.zeros(batch, 4, height // 8, width // 8)}
     return TryOnResult(patch_tryon_model(tryon_model, state), node_helpers.conditioning_set_values(positive, values),
                        node_helpers.conditioning_set_values(negative, values), latent, state)
