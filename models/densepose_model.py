@@ -17,9 +17,12 @@ another model needs the memory; between runs it stays cached here in RAM, keyed 
 Security, modestly: `torch.jit.load` does not run Python's pickle on arbitrary classes. A TorchScript archive holds
 TorchScript source, constants and tensors; its data records are read by TorchScript's own unpickler, which
 rebuilds only tensors, primitive containers and the archive's own TorchScript classes, so loading a file does not
-import or call arbitrary Python. The archive's code then runs in the TorchScript interpreter when the model is
-called, and that interpreter can call any registered operator: a malicious file can compute anything those ops
-allow, including reading files the process can read (e.g. `aten::from_file`), and interpreter bugs have had
+import or call arbitrary Python: a plain pickle renamed .torchscript is not a zip archive and is refused, and a
+pickle naming e.g. `builtins.exec` inside a TorchScript archive fails with "Unknown type name" before anything
+runs (tests/test_reliability_preprocess.py). The archive's own code does run, in the TorchScript interpreter:
+when the model is called, and already while it loads if the archive defines a scripted `__setstate__`. That
+interpreter can call any registered operator: a malicious file can compute anything those ops allow, including
+reading files the process can read (e.g. `aten::from_file`), and interpreter bugs have had
 security fixes before. It is not a sandbox: use model files from sources you trust.
 """
 
@@ -69,7 +72,8 @@ def load_torchscript(path: str, input_name: str = "densepose_model") -> torch.ji
     try:
         module = torch.jit.load(path, map_location="cpu")
     except Exception as error:  # torch raises RuntimeError/ValueError/zip errors for anything that is not a TorchScript archive
-        raise TryOnInputError(f"{input_name}: '{name}' is not a TorchScript model ({type(error).__name__}: {str(error).splitlines()[0][:200]}). "
+        detail = next((line.strip() for line in str(error).splitlines() if line.strip()), "")[:200]  # some start with a blank line
+        raise TryOnInputError(f"{input_name}: '{name}' is not a TorchScript model ({type(error).__name__}: {detail}). "
                               f"A plain PyTorch checkpoint or detectron2 .pkl does not work here. {DOWNLOAD_HINT}") from error
     if not isinstance(module, torch.jit.ScriptModule):
         raise TryOnInputError(f"{input_name}: '{name}' is not a TorchScript module. {DOWNLOAD_HINT}")
