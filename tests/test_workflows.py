@@ -74,3 +74,10 @@ def test_workflow_converts_and_runs_to_completion(server, object_info, path):
 def test_the_template_browser_lists_the_workflows(server):
     templates = server.get_json("/workflow_templates")
     assert sorted(templates.get("comfyui-tryon", [])) == sorted(p.stem for p in WORKFLOWS)
+
+
+@pytest.mark.parametrize("path", WORKFLOWS, ids=[p.stem for p in WORKFLOWS])
+def test_committed_workflow_equals_what_the_builder_writes_from_the_current_nodes(object_info, path):
+    import build_workflows
+    built = build_workflows.BUILDERS[path.stem](object_info).to_json()
+    assert built == json.loads(path.read_text()), f"{path.name} is stale: run .venv/bin/python tools/build_workflows.py"

@@ -77,6 +77,21 @@ class Builder:
         w.node("SaveImage", (x + 380, y), {"filename_prefix": prefix}, {"images": self.paste.out(0)}, width=420)
         w.node("PreviewImage", (x, y + 260), {}, {"images": self.decode.out(0)}, title="Try-on crop (before paste-back)")
 
+    def automatic_person_inputs(self, category: str, model_type: str, densepose_y: int = 700, preview: bool = True):
+        """Person photo -> Person Crop (found by the parsing model) -> Agnostic Mask + DensePose on the crop."""
+        w = self.w
+        person = w.node("LoadImage", (0, 0), {"image": "person.png"}, title="Person photo")
+        crop = w.node("TryOnPersonCrop", (0, 360), {"width": 768, "height": 1024, "margin": 0.1, "person_source": "auto",
+                                                     "parsing_model": "parsing_atr.onnx"}, {"image": person.out("IMAGE")})
+        mask = w.node("TryOnAgnosticMask", (400, 0), {"atr_model": "parsing_atr.onnx", "lip_model": "parsing_lip.onnx",
+                                                      "pose_model": "body_pose_model.pth", "category": category,
+                                                      "model_type": model_type, "grow": 0, "feather": 0}, {"image": crop.out("image")})
+        if preview:
+            w.node("PreviewImage", (400, 380), {}, {"images": mask.out("preview")}, title="Mask preview (grey = repainted)")
+        densepose = w.node("TryOnDensePose", (400, densepose_y), {"densepose_model": "densepose_r50_fpn_dl.torchscript"},
+                           {"image": crop.out("image")})
+        return person, crop, mask, densepose
+
     def garment(self, x: int, y: int, file: str, title: str = "Garment photo"):
         load = self.w.node("LoadImage", (x, y), {"image": file}, title=title)
         return self.w.node("TryOnFitImage", (x, y + 340), {"width": 768, "height": 1024, "mode": "pad"}, {"image": load.out("IMAGE")})
@@ -89,14 +104,7 @@ def upper_body(object_info: dict, category: str = "upper_body", tryon_name: str 
     w = b.w
     w.note(MODELS_NOTE, (0, -330), (760, 300), "Where the model files go")
     w.note(DEFAULTS_NOTE, (800, -330), (620, 300), "Settings")
-    person = w.node("LoadImage", (0, 0), {"image": "person.png"}, title="Person photo")
-    crop = w.node("TryOnPersonCrop", (0, 360), {"width": 768, "height": 1024, "margin": 0.1, "person_source": "auto",
-                                                 "parsing_model": "parsing_atr.onnx"}, {"image": person.out("IMAGE")})
-    mask = w.node("TryOnAgnosticMask", (400, 0), {"atr_model": "parsing_atr.onnx", "lip_model": "parsing_lip.onnx",
-                                                  "pose_model": "body_pose_model.pth", "category": category, "model_type": model_type,
-                                                  "grow": 0, "feather": 0}, {"image": crop.out("image")})
-    w.node("PreviewImage", (400, 380), {}, {"images": mask.out("preview")}, title="Mask preview (grey = repainted)")
-    densepose = w.node("TryOnDensePose", (400, 700), {"densepose_model": "densepose_r50_fpn_dl.torchscript"}, {"image": crop.out("image")})
+    person, crop, mask, densepose = b.automatic_person_inputs(category, model_type)
     garment = b.garment(800, 0, garment_file)
     caption = w.node("TryOnGarmentCaption", (800, 500), {"category": category, "caption_model": "clip-vit-large-patch14",
                                                          "description": ""}, {"garment_image": garment.out(0)})
@@ -151,13 +159,7 @@ def batch(object_info: dict) -> UIWorkflow:
            "Each output image is one garment. The prompts are shared by the batch, so the description is typed once "
            "(the caption node captions only the first image of a batch). Several persons work the same way: batch "
            "the persons instead, with one garment.", (800, -330), (620, 300), "Batch")
-    person = w.node("LoadImage", (0, 0), {"image": "person.png"}, title="Person photo")
-    crop = w.node("TryOnPersonCrop", (0, 360), {"width": 768, "height": 1024, "margin": 0.1, "person_source": "auto",
-                                                 "parsing_model": "parsing_atr.onnx"}, {"image": person.out("IMAGE")})
-    mask = w.node("TryOnAgnosticMask", (400, 0), {"atr_model": "parsing_atr.onnx", "lip_model": "parsing_lip.onnx",
-                                                  "pose_model": "body_pose_model.pth", "category": "upper_body", "model_type": "hd",
-                                                  "grow": 0, "feather": 0}, {"image": crop.out("image")})
-    densepose = w.node("TryOnDensePose", (400, 380), {"densepose_model": "densepose_r50_fpn_dl.torchscript"}, {"image": crop.out("image")})
+    person, crop, mask, densepose = b.automatic_person_inputs("upper_body", "hd", densepose_y=380, preview=False)
     garments = [b.garment(800 + 360 * i, 0, name, f"Garment {i + 1}")
                 for i, name in enumerate(("garment.png", "garment_long_sleeve.png", "garment_striped.png"))]
     first = w.node("ImageBatch", (800, 700), {}, {"image1": garments[0].out(0), "image2": garments[1].out(0)})

@@ -32,6 +32,14 @@ class TensorFileError(Exception):
     """A tensor file that cannot be read safely (corrupt, truncated, unsafe pickle, unsupported format)."""
 
 
+def tensor_nbytes(dtype: torch.dtype, shape: tuple[int, ...]) -> int:
+    """Bytes a tensor of this dtype and shape takes, without making it."""
+    numel = 1
+    for size in shape:
+        numel *= size
+    return numel * dtype.itemsize
+
+
 @dataclass(frozen=True)
 class LazyTensor:
     """One tensor of a source file: its metadata now, its values on `load()`."""
@@ -43,10 +51,7 @@ class LazyTensor:
 
     @property
     def nbytes(self) -> int:
-        numel = 1
-        for size in self.shape:
-            numel *= size
-        return numel * self.dtype.itemsize
+        return tensor_nbytes(self.dtype, self.shape)
 
 
 def _read_exact(path: str, offset: int, length: int) -> bytearray:
@@ -195,10 +200,7 @@ class OutputTensor:
 
     @property
     def nbytes(self) -> int:
-        numel = 1
-        for size in self.shape:
-            numel *= size
-        return numel * self.dtype.itemsize
+        return tensor_nbytes(self.dtype, self.shape)
 
 
 def safetensors_header(tensors: Iterable[OutputTensor], metadata: dict[str, str]) -> bytes:
