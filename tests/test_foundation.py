@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import io
 import json
+import pathlib
 import zipfile
 
 import comfy_host
@@ -14,7 +15,7 @@ import torch
 from PIL import Image
 from tiny_models import PRESETS, REFERENCE_LAYOUT, build_garment_unet
 
-OUR_NODES = {"IDMVTONTryonNetLoader", "IDMVTONGarmentNetLoader", "IDMVTONApply", "IDMVTONSampler", "TryOnFitImage"}
+OUR_NODES = set(json.loads((pathlib.Path(__file__).with_name("node_api.json")).read_text()))  # every node id of the pack
 
 
 def reference_keys(name: str) -> list[tuple[str, tuple[int, ...]]]:
@@ -29,8 +30,9 @@ def test_server_loads_pack_and_lists_every_node(server):
     info = server.get_json("/object_info")
     assert OUR_NODES <= set(info), OUR_NODES - set(info)
     for node in OUR_NODES:
-        for spec in info[node]["input"].get("required", {}).values():
-            assert spec[1].get("tooltip") if len(spec) > 1 else False, f"{node} has an input without tooltip"
+        for section in ("required", "optional"):
+            for name, spec in info[node]["input"].get(section, {}).items():
+                assert spec[1].get("tooltip") if len(spec) > 1 else False, f"{node}.{name} has no tooltip"
 
 
 def test_layout_fixture_tryon_keys_equal_the_real_unet(layout_repo):
