@@ -8,6 +8,8 @@ at one timestep of the schedule, and the features are reused by every step.
 
 from __future__ import annotations
 
+import logging
+
 import comfy.patcher_extension
 import torch
 
@@ -50,6 +52,7 @@ class TryOnState:
         self.bank_timestep: float | None = None
         self.step_depth = 0
         self.garment_passes = 0  # GarmentNet forward passes run so far (for tests and benchmarks)
+        self.displacement_checked = False
 
     # --- what the patches read ---------------------------------------------------------------
     def features_for(self, key: FeatureKey) -> torch.Tensor | None:
@@ -124,6 +127,7 @@ class TryOnState:
 
     def diffusion_model_wrapper(self, executor, x, timesteps, *args, **kwargs):
         """DIFFUSION_MODEL: make sure this step's garment features exist before TryonNet runs."""
+        self.warn_if_displaced(kwargs.get("transformer_options", args[3] if len(args) > 3 else {}))
         with torch.no_grad():
             self.ensure_features(timesteps, x.device)
         try:
@@ -131,6 +135,21 @@ class TryOnState:
         finally:
             if self.step_depth == 0:
                 self.release_after_step()
+
+
+    def warn_if_displaced(self, transformer_options: dict) -> None:
+        """Once per state: says so when a node after the apply node replaced our attn1 replaces (features lost there)."""
+        if self.uncond_keys != "single_key" or self.displacement_checked:
+            return
+        self.displacement_checked = True
+        replaces = transformer_options.get("patches_replace", {}).get("attn1", {})
+        displaced = [key for key in self.wanted
+                     if not (isinstance(replaces.get(key), ReferenceAttentionReplace) and replaces[key].state is self)]
+        if displaced:
+            logging.warning("IDM-VTON: a node placed after 'IDM-VTON Apply' replaced the self-attention of %d of its %d blocks "
+                            "(e.g. %s), so those blocks do not see the garment. Put that node before 'IDM-VTON Apply': "
+                            "the apply node then keeps it and adds the garment features on top.",
+                            len(displaced), len(self.wanted), displaced[0])
 
 
 def cache_timestep(model_sampling, sigmas: torch.Tensor, mode: str) -> float:
@@ -143,6 +162,12 @@ def cache_timestep(model_sampling, sigmas: torch.Tensor, mode: str) -> float:
 def patch_tryon_model(tryon_model, state: TryOnState):
     """A clone of `tryon_model` with reference attention on the 70 attn1, 70 IP attn2 replaces and wrappers."""
     model = tryon_model.clone()
+    existing = tryon_model.model_options.get("transformer_options", {}).get("patches_replace", {}).get("attn1", {})
+    if state.uncond_keys == "single_key" and any(key in existing for key in state.wanted):
+        # another node's attn1 replace is already there: the attn1 patch path extends its keys/values instead of taking its slot
+        logging.info("IDM-VTON Apply: the model already has self-attention replaces (another node); "
+                     "using materialised zero tokens so both apply.")
+        state.uncond_keys = "materialised"
     if state.uncond_keys == "materialised":
         model.set_model_attn1_patch(ReferenceAttentionPatch(state))
     else:

@@ -238,3 +238,43 @@ def test_unknown_feature_cache_mode_is_a_clear_error(base_case):
     with pytest.raises(TryOnInputError, match="garment_feature_cache: must be one of off, first_step, mid_schedule"):
         apply_idm_vton(case.tryon, case.garment, case.garment_cond, None, None, None, None, None, None, case.positive,
                        case.negative, garment_feature_cache="sometimes")
+
+
+# --- living with other nodes' attn1 replaces ------------------------------------------------------
+class IdentityReplace:
+    """Another pack's attn1 replace: plain attention over whatever keys/values it is given."""
+
+    def __call__(self, q, k, v, extra_options):
+        import comfy.ldm.modules.attention as comfy_attention
+        return comfy_attention.optimized_attention(q, k, v, extra_options["n_heads"])
+
+
+def test_an_earlier_attn1_replace_is_kept_and_the_garment_rides_on_the_attn1_patch(base_case):
+    from comfyui_tryon.attention.reference_attention import ReferenceAttentionPatch
+    key = base_case.result.state.wanted[0]
+    other = base_case.tryon.clone()
+    other.set_model_attn1_replace(IdentityReplace(), *key)
+    combined = variant(dataclasses.replace(base_case, tryon=other))
+    options = combined.result.model.model_options["transformer_options"]
+    assert combined.result.state.uncond_keys == "materialised"
+    assert isinstance(options["patches_replace"]["attn1"][key], IdentityReplace)  # theirs stays
+    assert isinstance(options["patches"]["attn1_patch"][0], ReferenceAttentionPatch)  # ours extends its keys/values
+    # a plain-attention replace over the extended keys/values changes nothing: same latent as ours alone
+    alone = sample(variant(base_case, uncond_keys="materialised"), steps=2)
+    assert relative_gap(sample(combined, steps=2), alone) <= 1e-5
+
+
+def test_a_later_attn1_replace_that_displaces_ours_is_reported_once(base_case, caplog):
+    case = variant(base_case)
+    key = case.result.state.wanted[-1]
+    case.result.model.set_model_attn1_replace(IdentityReplace(), *key)
+    with caplog.at_level("WARNING"):
+        sample(case, steps=2)
+    warnings = [r.getMessage() for r in caplog.records if "IDM-VTON" in r.getMessage() and "replaced the self-attention" in r.getMessage()]
+    assert len(warnings) == 1 and "1 of its" in warnings[0] and "before 'IDM-VTON Apply'" in warnings[0]
+
+
+def test_no_displacement_warning_when_nothing_else_touches_attn1(base_case, caplog):
+    with caplog.at_level("WARNING"):
+        sample(variant(base_case), steps=1)
+    assert not [r for r in caplog.records if "replaced the self-attention" in r.getMessage()]
