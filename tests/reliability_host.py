@@ -44,7 +44,7 @@ class MarkerPayload:
 
 
 def malicious_pickle_bytes(marker: pathlib.Path) -> bytes:
-    """A plain (non-zip) pickle that creates `marker` when loaded with pickle / torch.load(weights_only=False)."""
+    """A plain (non-zip) pickle that would create `marker` if unpickled without the weights-only restriction."""
     return pickle.dumps({"conv_in.weight": MarkerPayload(marker)}, protocol=2)
 
 
