@@ -92,6 +92,15 @@ class Builder:
                            {"image": crop.out("image")})
         return person, crop, mask, densepose
 
+    def garment_and_prompts(self, garment_file: str, category: str, tryon_name: str = "IDM-VTON/unet/diffusion_pytorch_model.bin"):
+        """Garment photo (fitted) -> caption -> the three prompts, plus the model loaders; returns the fitted garment."""
+        garment = self.garment(800, 0, garment_file)
+        caption = self.w.node("TryOnGarmentCaption", (800, 500), {"category": category, "caption_model": "clip-vit-large-patch14",
+                                                                  "description": ""}, {"garment_image": garment.out(0)})
+        self.models(1200, 0, tryon_name)
+        self.prompts(1200, 420, caption)
+        return garment
+
     def garment(self, x: int, y: int, file: str, title: str = "Garment photo"):
         load = self.w.node("LoadImage", (x, y), {"image": file}, title=title)
         return self.w.node("TryOnFitImage", (x, y + 340), {"width": 768, "height": 1024, "mode": "pad"}, {"image": load.out("IMAGE")})
@@ -105,11 +114,7 @@ def upper_body(object_info: dict, category: str = "upper_body", tryon_name: str 
     w.note(MODELS_NOTE, (0, -330), (760, 300), "Where the model files go")
     w.note(DEFAULTS_NOTE, (800, -330), (620, 300), "Settings")
     person, crop, mask, densepose = b.automatic_person_inputs(category, model_type)
-    garment = b.garment(800, 0, garment_file)
-    caption = w.node("TryOnGarmentCaption", (800, 500), {"category": category, "caption_model": "clip-vit-large-patch14",
-                                                         "description": ""}, {"garment_image": garment.out(0)})
-    b.models(1200, 0, tryon_name)
-    b.prompts(1200, 420, caption)
+    garment = b.garment_and_prompts(garment_file, category, tryon_name)
     b.apply_and_sample(1600, 0, crop.out("image"), mask.out("mask"), densepose.out(0), garment.out(0))
     b.paste_and_save(2400, 0, person.out("IMAGE"), mask.out("mask"), crop.out("crop_info"), prefix)
     return w
@@ -127,11 +132,7 @@ def manual_mask(object_info: dict) -> UIWorkflow:
     crop = w.node("TryOnPersonCrop", (0, 360), {"width": 768, "height": 1024, "margin": 0.3, "person_source": "mask"},
                   {"image": person.out("IMAGE"), "mask": person.out("MASK")})
     densepose = w.node("TryOnDensePose", (400, 0), {"densepose_model": "densepose_r50_fpn_dl.torchscript"}, {"image": crop.out("image")})
-    garment = b.garment(800, 0, "garment.png")
-    caption = w.node("TryOnGarmentCaption", (800, 500), {"category": "upper_body", "caption_model": "clip-vit-large-patch14",
-                                                         "description": ""}, {"garment_image": garment.out(0)})
-    b.models(1200, 0)
-    b.prompts(1200, 420, caption)
+    garment = b.garment_and_prompts("garment.png", "upper_body")
     b.apply_and_sample(1600, 0, crop.out("image"), crop.out("mask"), densepose.out(0), garment.out(0))
     b.paste_and_save(2400, 0, person.out("IMAGE"), crop.out("mask"), crop.out("crop_info"), "idm_vton_manual_mask")
     return w
@@ -142,7 +143,7 @@ def dresscode(object_info: dict) -> UIWorkflow:
     w = upper_body(object_info, category="dresses", tryon_name="IDM-VTON-DC/unet/diffusion_pytorch_model.bin", model_type="dc",
                    garment_file="garment_dress.png", prefix="idm_vton_dresscode")
     w.nodes[0]["widgets_values"] = [MODELS_NOTE.replace("IDM-VTON/unet", "IDM-VTON-DC/unet").replace(
-        "(yisol/IDM-VTON,", "(yisol/IDM-VTON-DC: it has no config.json; the loader uses IDM-VTON's,")]
+        "(yisol/IDM-VTON,", "(yisol/IDM-VTON-DC; the loader needs no config.json,")]
     w.nodes[1]["widgets_values"] = ["## DressCode categories\nSet `category` to the same value on BOTH the mask node and the "
                                     "caption node: upper_body, lower_body or dresses, and load a matching garment photo. "
                                     "lower_body needs a photo that shows the legs. model_type 'dc' uses the DressCode arm width.\n\n"
