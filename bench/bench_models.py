@@ -48,18 +48,10 @@ def unet_config(kind: str, widths: tuple[int, int, int]) -> dict:
     return config
 
 
-@torch.no_grad()
 def randomize(module: torch.nn.Module, seed: int) -> None:
-    """Deterministic weights with a healthy scale (1/sqrt(fan_in)); norms near 1; small biases."""
-    generator = torch.Generator(device="cpu").manual_seed(seed)
-    for name, param in module.named_parameters():
-        if name.endswith("bias"):
-            values = torch.randn(param.shape, generator=generator) * 0.02
-        elif param.ndim == 1:
-            values = 1 + torch.randn(param.shape, generator=generator) * 0.05
-        else:
-            values = torch.randn(param.shape, generator=generator) / max(param[0].numel(), 1) ** 0.5
-        param.copy_(values.to(param.dtype))
+    """Deterministic weights with a healthy scale, as the test fixtures have (tests/tiny_models.py)."""
+    from tiny_models import _randomize
+    _randomize(module, torch.Generator(device="cpu").manual_seed(seed))
 
 
 def reference_unets(widths: tuple[int, int, int], seed: int = 0):

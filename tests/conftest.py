@@ -90,3 +90,14 @@ def server(fixture_models, tmp_path_factory):
         yield host
     finally:
         host.stop()
+
+
+@pytest.fixture(scope="session")
+def host(fixture_models, tmp_path_factory):
+    """The reliability matrix's server: the fixtures plus bad model files and test-only input nodes."""
+    import reliability_host
+    server = reliability_host.start_server(tmp_path_factory.mktemp("reliability"), fixture_models)
+    try:
+        yield server
+    finally:
+        server.stop()

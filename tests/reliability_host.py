@@ -24,13 +24,9 @@ from graphs import tryon_graph
 from PIL import Image
 
 BAD = "reliability"  # sub-folder of models/idm_vton holding the bad files
-TRYON_NET = "IDM-VTON-tiny-fast/unet/diffusion_pytorch_model.bin"
-GARMENT_NET = "IDM-VTON-tiny-fast/unet_encoder/diffusion_pytorch_model.safetensors"
 WRONG_VISION = "tiny_clip_vision_w48.safetensors"
 WIDTH, HEIGHT = 64, 80  # small (the VAE dominates the run time), not square (catches swapped sides)
 
-_SERVER: comfy_host.ComfyServer | None = None
-_ROOT: pathlib.Path | None = None
 
 
 class MarkerPayload:
@@ -119,23 +115,14 @@ def write_bad_models(root: pathlib.Path, fixture_models_dir: pathlib.Path) -> pa
     return yaml
 
 
-def shared_server(tmp_path_factory, fixture_models: pathlib.Path) -> comfy_host.ComfyServer:
-    """The one reliability server of this session (the first caller starts it)."""
-    global _SERVER, _ROOT
-    if _SERVER is None:
-        _ROOT = tmp_path_factory.mktemp("reliability")
-        extra = write_bad_models(_ROOT, fixture_models.parent / "models")
-        host = comfy_host.ComfyServer(_ROOT / "server", fixture_models, extra_args=("--extra-model-paths-config", str(extra)))
-        host.wait_ready()
-        host.markers = _ROOT / "markers"
-        write_images(host.workdir / "input")
-        _SERVER = host
-    return _SERVER
-
-
-def stop_shared_server() -> None:
-    if _SERVER is not None:
-        _SERVER.stop()
+def start_server(root: pathlib.Path, fixture_models: pathlib.Path) -> comfy_host.ComfyServer:
+    """The reliability server: the fixture models plus the bad files and the test-only nodes (the `host` fixture)."""
+    extra = write_bad_models(root, fixture_models.parent / "models")
+    host = comfy_host.ComfyServer(root / "server", fixture_models, extra_args=("--extra-model-paths-config", str(extra)))
+    host.wait_ready()
+    host.markers = root / "markers"
+    write_images(host.workdir / "input")
+    return host
 
 
 # ----------------------------------------------------------------------------------------------

@@ -22,7 +22,6 @@ import torch
 from tiny_models import REFERENCE_LAYOUT
 
 TOOLS = comfy_host.REPO / "tools"
-sys.path.insert(0, str(TOOLS))
 import convert_idm_weights as converter  # noqa: E402
 import download_models  # noqa: E402
 

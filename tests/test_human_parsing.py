@@ -22,10 +22,9 @@ TryOnInputError = comfy_host.pack_module("models.errors").TryOnInputError
 
 
 @pytest.fixture(scope="module")
-def models(tmp_path_factory) -> pathlib.Path:
-    root = tmp_path_factory.mktemp("parsing_models")
-    scene.write(root)
-    return root / "humanparsing"
+def models(fixture_models) -> pathlib.Path:
+    """The session's tiny SCHP exports (written once by the fixture models tree)."""
+    return fixture_models.parent / "models" / "humanparsing"
 
 
 @pytest.fixture(scope="module")

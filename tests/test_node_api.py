@@ -7,15 +7,7 @@ server keeps working.
 from __future__ import annotations
 
 import node_api
-import pytest
 import reliability_host as rh
-
-
-@pytest.fixture(scope="session")
-def host(tmp_path_factory, fixture_models, request):
-    server = rh.shared_server(tmp_path_factory, fixture_models)
-    request.addfinalizer(rh.stop_shared_server)
-    return server
 
 
 def test_node_ids_inputs_and_outputs_match_the_committed_list(host):

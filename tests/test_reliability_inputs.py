@@ -15,12 +15,6 @@ import torch
 W, H = rh.WIDTH, rh.HEIGHT
 
 
-@pytest.fixture(scope="session")
-def host(tmp_path_factory, fixture_models, request):
-    server = rh.shared_server(tmp_path_factory, fixture_models)
-    request.addfinalizer(rh.stop_shared_server)
-    return server
-
 
 def image_file(kind: str, width: int, height: int) -> dict:
     return rh.load_image(f"r_{kind}_{width}x{height}.png")

@@ -8,14 +8,8 @@ from __future__ import annotations
 
 import pytest
 import reliability_host as rh
+from graphs import GARMENT_NET, TRYON_NET
 from pickle_inspect import file_pickle_globals, pickle_globals
-
-
-@pytest.fixture(scope="session")
-def host(tmp_path_factory, fixture_models, request):
-    server = rh.shared_server(tmp_path_factory, fixture_models)
-    request.addfinalizer(rh.stop_shared_server)
-    return server
 
 
 def tryon_loader(name: str) -> dict:
@@ -52,13 +46,13 @@ LOADER_CASES = {
     "tryon-random-bytes-safetensors": (lambda: rh.graph(tryon=tryon_loader(f"{rh.BAD}/random_bytes.safetensors")), "tryon_net_name", UNREADABLE),
     "tryon-truncated-safetensors": (lambda: rh.graph(tryon=tryon_loader(f"{rh.BAD}/truncated.safetensors")), "tryon_net_name", UNREADABLE),
     "tryon-sd15-unet": (lambda: rh.graph(tryon=tryon_loader(f"{rh.BAD}/sd15_unet.safetensors")), "tryon_net_name", NOT_TRYON),
-    "tryon-sdxl-base-unet": (lambda: rh.graph(tryon=tryon_loader(rh.GARMENT_NET)), "tryon_net_name", NOT_TRYON),
+    "tryon-sdxl-base-unet": (lambda: rh.graph(tryon=tryon_loader(GARMENT_NET)), "tryon_net_name", NOT_TRYON),
     "tryon-sdxl-checkpoint": (lambda: rh.graph(tryon=tryon_loader(f"{rh.BAD}/sdxl_checkpoint.safetensors")), "tryon_net_name", CHECKPOINT),
     "tryon-vanished-file": (lambda: rh.graph(tryon=tryon_loader(f"{rh.BAD}/vanished.safetensors")), "tryon_net_name", VANISHED),
     "garment-empty-file": (lambda: with_garment_loader(f"{rh.BAD}/empty.safetensors"), "garment_net_name", ("empty (0 bytes)", "Download it again")),
     "garment-truncated-safetensors": (lambda: with_garment_loader(f"{rh.BAD}/truncated.safetensors"), "garment_net_name", UNREADABLE),
     "garment-random-bytes": (lambda: with_garment_loader(f"{rh.BAD}/random_bytes.safetensors"), "garment_net_name", UNREADABLE),
-    "garment-given-tryonnet": (lambda: with_garment_loader(rh.TRYON_NET), "garment_net_name", ("13 input channels", "TryonNet loader")),
+    "garment-given-tryonnet": (lambda: with_garment_loader(TRYON_NET), "garment_net_name", ("13 input channels", "TryonNet loader")),
     "garment-sdxl-checkpoint": (lambda: with_garment_loader(f"{rh.BAD}/sdxl_checkpoint.safetensors"), "garment_net_name", CHECKPOINT),
     "garment-vanished-file": (lambda: with_garment_loader(f"{rh.BAD}/vanished.safetensors"), "garment_net_name", VANISHED),
 }

@@ -31,12 +31,6 @@ TWO_RIGHT = (120, 150, 56)  # the smaller person, in the right half
 EDGE = (-60, 64, 144)       # a person cut off by the left and bottom edges
 
 
-@pytest.fixture(scope="session")
-def host(tmp_path_factory, fixture_models, request):
-    server = rh.shared_server(tmp_path_factory, fixture_models)
-    request.addfinalizer(rh.stop_shared_server)
-    return server
-
 
 # ----------------------------------------------------------------------------------------------
 # Photos

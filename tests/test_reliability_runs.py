@@ -10,18 +10,11 @@ import re
 import time
 
 import numpy as np
-import pytest
 import reliability_host as rh
 
 RSS_GROWTH_BOUND = 16 * 2**20  # bytes: server RSS growth from runs 3-7 to runs 16-20 (medians)
 LONG_STEPS = 400
 
-
-@pytest.fixture(scope="session")
-def host(tmp_path_factory, fixture_models, request):
-    server = rh.shared_server(tmp_path_factory, fixture_models)
-    request.addfinalizer(rh.stop_shared_server)
-    return server
 
 
 def assert_nothing_left_over(host, keep_graph: dict | None = None) -> dict:

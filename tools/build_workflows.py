@@ -179,15 +179,18 @@ BUILDERS = {"idm_vton_upper_body": upper_body, "idm_vton_manual_mask": manual_ma
 
 
 def main() -> int:
+    import shutil
+
     import comfy_host
-    root = pathlib.Path(tempfile.mkdtemp(prefix="build_workflows_"))
-    yaml = comfy_host.write_fixture_models(root / "fixtures", ("fast",))
-    server = comfy_host.ComfyServer(root / "server", yaml)
+    yaml = comfy_host.write_fixture_models(REPO / ".comfyui" / "fixtures", ("fast",))  # the cache `make run` uses too
+    workdir = pathlib.Path(tempfile.mkdtemp(prefix="build_workflows_"))
+    server = comfy_host.ComfyServer(workdir, yaml)
     try:
         server.wait_ready()
         object_info = server.get_json("/object_info")
     finally:
         server.stop()
+        shutil.rmtree(workdir, ignore_errors=True)
     for name, build in BUILDERS.items():
         build(object_info).save(WORKFLOWS / f"{name}.json")
         print(WORKFLOWS / f"{name}.json")

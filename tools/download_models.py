@@ -85,11 +85,6 @@ def plan(groups: list[str]) -> list[ModelFile]:
     return [f for f in FILES if f.group in groups]
 
 
-def hub_url(item: ModelFile) -> str:
-    prefix = "spaces/" if item.repo_type == "space" else ""
-    return f"https://huggingface.co/{prefix}{item.repo_id}/blob/main/{item.path_in_repo}"
-
-
 def print_plan(items: list[ModelFile], models_dir: pathlib.Path) -> None:
     for item in items:
         target = models_dir / item.target
