@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import math
 
 import comfy.ldm.modules.attention as comfy_attention
@@ -48,7 +49,8 @@ class ReferenceAttentionPatch(SharedStatePatch):
         return n, context, value
 
 
-def zero_key_biases(count: int, dtype: torch.dtype) -> list[float]:
+@functools.lru_cache(maxsize=64)
+def zero_key_biases(count: int, dtype: torch.dtype) -> tuple[float, ...]:
     """Additive logits b_j, each exactly representable in `dtype`, with sum(exp(b_j)) == count (to 2e-6 relative).
 
     `count` identical keys weigh as much in a softmax as one of them with logit bias log(count). In fp32 one
@@ -64,7 +66,7 @@ def zero_key_biases(count: int, dtype: torch.dtype) -> list[float]:
             bias = torch.nextafter(bias, torch.tensor(-math.inf, dtype=dtype))
         biases.append(float(bias))
         remaining -= math.exp(float(bias))
-    return biases
+    return tuple(biases)  # cached: called for every block and step with the same few (count, dtype)
 
 
 class ReferenceAttentionReplace(SharedStatePatch):

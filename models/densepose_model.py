@@ -39,6 +39,7 @@ import torch
 
 from ..preprocess.densepose import Detections
 from .errors import TryOnInputError
+from .weights_io import first_line
 
 FOLDER = "densepose"
 DOWNLOAD_HINT = ("Download densepose_r50_fpn_dl.torchscript (Hugging Face LayerNorm/DensePose-TorchScript-with-hint-image) "
@@ -72,7 +73,7 @@ def load_torchscript(path: str, input_name: str = "densepose_model") -> torch.ji
     try:
         module = torch.jit.load(path, map_location="cpu")
     except Exception as error:  # torch raises RuntimeError/ValueError/zip errors for anything that is not a TorchScript archive
-        detail = next((line.strip() for line in str(error).splitlines() if line.strip()), "")[:200]  # some start with a blank line
+        detail = first_line(error, 200)  # some start with a blank line
         raise TryOnInputError(f"{input_name}: '{name}' is not a TorchScript model ({type(error).__name__}: {detail}). "
                               f"A plain PyTorch checkpoint or detectron2 .pkl does not work here. {DOWNLOAD_HINT}") from error
     if not isinstance(module, torch.jit.ScriptModule):

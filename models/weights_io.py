@@ -48,9 +48,10 @@ def read_state_dict(path: str, input_name: str) -> dict[str, torch.Tensor]:
 UNSAFE_GLOBAL = re.compile(r"Unsupported global: GLOBAL (\S+)")
 
 
-def first_line(error: BaseException) -> str:
+def first_line(error: BaseException, limit: int = 300) -> str:
+    """The error's first non-blank line, cut to `limit` characters, for messages that quote it."""
     text = str(error).strip()
-    return text.splitlines()[0][:300] if text else ""
+    return text.splitlines()[0][:limit] if text else ""
 
 
 def refused_pickle_error(path: str, input_name: str, error: pickle.UnpicklingError) -> TryOnInputError:
