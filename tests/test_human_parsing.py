@@ -22,9 +22,10 @@ TryOnInputError = comfy_host.pack_module("models.errors").TryOnInputError
 
 
 @pytest.fixture(scope="module")
-def models(fixture_models) -> pathlib.Path:
-    """The session's tiny SCHP exports (written once by the fixture models tree)."""
-    return fixture_models.parent / "models" / "humanparsing"
+def models(tmp_path_factory) -> pathlib.Path:
+    root = tmp_path_factory.mktemp("parsing_models")
+    scene.write(root)
+    return root / "humanparsing"
 
 
 @pytest.fixture(scope="module")
