@@ -12,8 +12,9 @@ setup: $(SETUP_STAMP)
 run: setup
 	$(VENV)/bin/python tools/run_example.py
 
-test: setup
+test: lint
 	$(VENV)/bin/pytest
 
 lint: setup
 	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .

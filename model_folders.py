@@ -6,15 +6,17 @@ import os
 
 import folder_paths
 
+from .errors import TryOnInputError
+
 WEIGHT_EXTENSIONS = {".safetensors", ".bin", ".pth"}
 
 # key -> (folder name under ComfyUI/models/, file extensions listed)
 MODEL_FOLDERS = {
-    "idm_vton": ("idm_vton", WEIGHT_EXTENSIONS),                     # TryonNet (unet/) and GarmentNet (unet_encoder/), HF layout or single files
-    "humanparsing": ("humanparsing", {".onnx"}),                     # SCHP parsing_atr.onnx, parsing_lip.onnx
-    "openpose": ("openpose", {".pth", ".safetensors"}),              # body_pose_model.pth (CMU OpenPose body network)
-    "densepose": ("densepose", {".torchscript", ".pt", ".pth"}),     # densepose_r50_fpn_dl.torchscript, densepose_r101_fpn_dl.torchscript
-    "garment_caption": ("garment_caption", {".json"}),               # Hugging Face CLIP/SigLIP model folders (listed by their config.json)
+    "idm_vton": ("idm_vton", WEIGHT_EXTENSIONS),  # TryonNet (unet/) and GarmentNet (unet_encoder/), HF layout or single files
+    "humanparsing": ("humanparsing", {".onnx"}),  # SCHP parsing_atr.onnx, parsing_lip.onnx
+    "openpose": ("openpose", {".pth", ".safetensors"}),  # body_pose_model.pth (CMU OpenPose body network)
+    "densepose": ("densepose", {".torchscript", ".pt", ".pth"}),  # densepose_r50_fpn_dl.torchscript, densepose_r101_fpn_dl.torchscript
+    "garment_caption": ("garment_caption", {".json"}),  # Hugging Face CLIP/SigLIP model folders (listed by their config.json)
 }
 
 # HF-layout sub-folders that never hold a UNet (kept out of the UNet loaders' lists)
@@ -37,3 +39,18 @@ def unet_file_choices(prefer: str) -> list[str]:
     """UNet weight files under models/idm_vton, the ones whose path mentions `prefer` first."""
     names = [n for n in folder_paths.get_filename_list("idm_vton") if not any(p in n.replace(os.sep, "/") for p in NON_UNET_PARTS)]
     return sorted(names, key=lambda n: (prefer not in n.replace(os.sep, "/"), n))
+
+
+def resolve(folder: str, name: str, input_name: str) -> str:
+    """The full path of the model file `name` listed in ComfyUI's `folder` list, checked to exist now.
+
+    The one lookup every loader uses: names come from `folder_paths` lists (never free paths), and a file that
+    was listed but has since moved or vanished gets an error that names the node input and the fix.
+    """
+    path = folder_paths.get_full_path(folder, name) if isinstance(name, str) and name else None
+    if path is None or not os.path.isfile(path):
+        raise TryOnInputError(
+            f"{input_name}: '{name}' is not in ComfyUI/models/{folder} (moved, deleted, or a broken link). "
+            "Put the file there and refresh the page (press R), or pick a listed file."
+        )
+    return path

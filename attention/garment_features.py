@@ -36,8 +36,7 @@ def transformer_block_widths(unet) -> dict[FeatureKey, int]:
     return {key: block.norm1.normalized_shape[0] for key, block in transformer_blocks(unet).items()}
 
 
-def garment_features(unet, latent: torch.Tensor, timesteps: torch.Tensor, context: torch.Tensor,
-                     wanted: list[FeatureKey]) -> dict[FeatureKey, torch.Tensor]:
+def garment_features(unet, latent: torch.Tensor, timesteps: torch.Tensor, context: torch.Tensor, wanted: list[FeatureKey]) -> dict[FeatureKey, torch.Tensor]:
     """Runs `unet` (no adm embedding) on the clean garment latent and returns the wanted norm1 features.
 
     The pass stops right after the last wanted block, so the rest of the decoder is skipped.

@@ -9,8 +9,7 @@ from .reference_attention import expand_to_batch
 from .shared_state_patch import SharedStatePatch
 
 
-def ip_tokens_for_chunks(cond_tokens: torch.Tensor, uncond_tokens: torch.Tensor, cond_or_uncond: list[int],
-                         batch: int) -> torch.Tensor:
+def ip_tokens_for_chunks(cond_tokens: torch.Tensor, uncond_tokens: torch.Tensor, cond_or_uncond: list[int], batch: int) -> torch.Tensor:
     """The IP tokens of every chunk of a CFG batch: image tokens for cond, zero-image tokens for uncond."""
     parts = [expand_to_batch(cond_tokens if kind == 0 else uncond_tokens, batch, "IP tokens") for kind in cond_or_uncond]
     return torch.cat(parts, dim=0)

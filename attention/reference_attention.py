@@ -97,8 +97,10 @@ class ReferenceAttentionReplace(SharedStatePatch):
             if kind == 0:
                 if garment_kv is None:
                     g = garment.to(q) * self.state.garment_strength
-                    garment_kv = (expand_to_batch(self.attn1.to_k(g), batch, "garment features"),
-                                  expand_to_batch(self.attn1.to_v(g), batch, "garment features"))
+                    garment_kv = (
+                        expand_to_batch(self.attn1.to_k(g), batch, "garment features"),
+                        expand_to_batch(self.attn1.to_v(g), batch, "garment features"),
+                    )
                 keys, values = torch.cat([k[rows], garment_kv[0]], dim=1), torch.cat([v[rows], garment_kv[1]], dim=1)
                 outs.append(comfy_attention.optimized_attention(q[rows], keys, values, heads, attn_precision=precision))
             else:
@@ -106,10 +108,8 @@ class ReferenceAttentionReplace(SharedStatePatch):
                     zero = q.new_zeros(1, 1, self.attn1.to_k.in_features)
                     biases = zero_key_biases(garment.shape[1], q.dtype)
                     mask = torch.zeros(1, 1, k.shape[1] + len(biases), dtype=q.dtype, device=q.device)
-                    mask[..., k.shape[1]:] = torch.tensor(biases, dtype=q.dtype)
-                    zero_kv = (self.attn1.to_k(zero).expand(batch, len(biases), -1),
-                               self.attn1.to_v(zero).expand(batch, len(biases), -1), mask)
+                    mask[..., k.shape[1] :] = torch.tensor(biases, dtype=q.dtype)
+                    zero_kv = (self.attn1.to_k(zero).expand(batch, len(biases), -1), self.attn1.to_v(zero).expand(batch, len(biases), -1), mask)
                 keys, values = torch.cat([k[rows], zero_kv[0]], dim=1), torch.cat([v[rows], zero_kv[1]], dim=1)
-                outs.append(comfy_attention.optimized_attention_masked(q[rows], keys, values, heads, mask=zero_kv[2],
-                                                                       attn_precision=precision))
+                outs.append(comfy_attention.optimized_attention_masked(q[rows], keys, values, heads, mask=zero_kv[2], attn_precision=precision))
         return torch.cat(outs, dim=0) if len(outs) > 1 else outs[0]

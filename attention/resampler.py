@@ -35,8 +35,18 @@ class PerceiverAttention(nn.Module):
 class Resampler(nn.Module):
     """Key layout of IDM-VTON's `encoder_hid_proj`: latents, proj_in, layers.i.{0 attn, 1 ff}, proj_out, norm_out."""
 
-    def __init__(self, dim: int, depth: int, num_queries: int, embedding_dim: int, output_dim: int,
-                 ff_mult: int = 4, operations=comfy.ops.disable_weight_init, device=None, dtype=None):
+    def __init__(
+        self,
+        dim: int,
+        depth: int,
+        num_queries: int,
+        embedding_dim: int,
+        output_dim: int,
+        ff_mult: int = 4,
+        operations=comfy.ops.disable_weight_init,
+        device=None,
+        dtype=None,
+    ):
         super().__init__()
         self.latents = nn.Parameter(torch.empty(1, num_queries, dim, device=device, dtype=dtype))
         self.proj_in = operations.Linear(embedding_dim, dim, device=device, dtype=dtype)
@@ -56,7 +66,7 @@ class Resampler(nn.Module):
     def from_state_dict_shapes(cls, state_dict: dict[str, torch.Tensor], prefix: str = "", **kwargs) -> "Resampler":
         """Builds a Resampler whose sizes are read off a state dict with IDM's key names."""
         _, num_queries, dim = state_dict[prefix + "latents"].shape
-        depth = len({k[len(prefix):].split(".")[1] for k in state_dict if k.startswith(prefix + "layers.")})
+        depth = len({k[len(prefix) :].split(".")[1] for k in state_dict if k.startswith(prefix + "layers.")})
         embedding_dim = state_dict[prefix + "proj_in.weight"].shape[1]
         output_dim = state_dict[prefix + "proj_out.weight"].shape[0]
         ff_mult = state_dict[prefix + "layers.0.1.1.weight"].shape[0] // dim

@@ -8,7 +8,7 @@ import comfy.model_management
 import node_helpers
 import torch
 
-from ..models.errors import TryOnInputError
+from ..errors import TryOnInputError
 from ..preprocess.tryon_inputs import prepare_pixels, tryon_concat
 from .garment_features import transformer_block_widths
 from .tryon_patch import FEATURE_CACHE, TryOnState, patch_tryon_model, wanted_feature_keys
@@ -32,13 +32,16 @@ def check_models(tryon_model, garment_model) -> None:
     if unet is None or not hasattr(unet, "input_blocks"):
         raise TryOnInputError("garment_model: expected an SDXL UNet MODEL (SDXL base checkpoint or IDM's unet_encoder).")
     if hasattr(garment_model.model, "ip_resampler") or unet.input_blocks[0][0].in_channels != 4:
-        raise TryOnInputError("garment_model: this is a 13-channel TryonNet; GarmentNet is the 4-channel SDXL base UNet. "
-                              "Wire an SDXL base checkpoint's MODEL or the GarmentNet loader here.")
+        raise TryOnInputError(
+            "garment_model: this is a 13-channel TryonNet; GarmentNet is the 4-channel SDXL base UNet. "
+            "Wire an SDXL base checkpoint's MODEL or the GarmentNet loader here."
+        )
     tryon_widths = transformer_block_widths(base.diffusion_model)
     garment_widths = transformer_block_widths(unet)
     if any(garment_widths.get(key) != width for key, width in tryon_widths.items()):
-        raise TryOnInputError("garment_model: its UNet widths differ from TryonNet's. GarmentNet must be SDXL base 1.0 "
-                              "(or IDM's unet_encoder), not an SD1.5/other architecture.")
+        raise TryOnInputError(
+            "garment_model: its UNet widths differ from TryonNet's. GarmentNet must be SDXL base 1.0 (or IDM's unet_encoder), not an SD1.5/other architecture."
+        )
 
 
 def first_context(conditioning, input_name: str) -> torch.Tensor:
@@ -55,8 +58,10 @@ def ip_image_tokens(tryon_model, clip_vision, garment: torch.Tensor) -> tuple[to
     expected = resampler.proj_in.weight.shape[1]
     cond_states = clip_vision.encode_image(garment).penultimate_hidden_states
     if cond_states.shape[-1] != expected:
-        raise TryOnInputError(f"clip_vision: this vision model gives {cond_states.shape[-1]}-wide features; IDM-VTON's "
-                              f"IP-Adapter needs {expected} (CLIP-ViT-H-14-laion2B). Pick that file in CLIPVisionLoader.")
+        raise TryOnInputError(
+            f"clip_vision: this vision model gives {cond_states.shape[-1]}-wide features; IDM-VTON's "
+            f"IP-Adapter needs {expected} (CLIP-ViT-H-14-laion2B). Pick that file in CLIPVisionLoader."
+        )
     comfy.model_management.load_model_gpu(clip_vision.patcher)
     size = clip_vision.image_size
     zeros = torch.zeros(1, 3, size, size, device=clip_vision.load_device)
@@ -76,9 +81,23 @@ def encode(vae, pixels: torch.Tensor, latent_format) -> torch.Tensor:
     return latent_format.process_in(vae.encode(pixels))
 
 
-def apply_idm_vton(tryon_model, garment_model, garment_conditioning, vae, person, mask, densepose, garment,
-                   clip_vision, positive, negative, ip_adapter_strength: float = 1.0, garment_strength: float = 1.0,
-                   garment_feature_cache: str = "off", uncond_keys: str = "single_key") -> TryOnResult:
+def apply_idm_vton(
+    tryon_model,
+    garment_model,
+    garment_conditioning,
+    vae,
+    person,
+    mask,
+    densepose,
+    garment,
+    clip_vision,
+    positive,
+    negative,
+    ip_adapter_strength: float = 1.0,
+    garment_strength: float = 1.0,
+    garment_feature_cache: str = "off",
+    uncond_keys: str = "single_key",
+) -> TryOnResult:
     check_models(tryon_model, garment_model)
     if garment_feature_cache not in FEATURE_CACHE:
         raise TryOnInputError(f"garment_feature_cache: must be one of {', '.join(FEATURE_CACHE)}, not {garment_feature_cache!r}.")
@@ -95,13 +114,25 @@ def apply_idm_vton(tryon_model, garment_model, garment_conditioning, vae, person
     garment_latent = encode(vae, pixels.garment, latent_format)
     concat = tryon_concat(pixels.mask, masked_latent, densepose_latent)
     state = TryOnState(
-        garment_net=garment_model, garment_latent=garment_latent, garment_context=garment_context,
-        ip_cond=ip_cond, ip_uncond=ip_uncond, ip_layers=tryon_model.model.ip_adapter,
-        wanted=wanted_feature_keys(tryon_model), ip_strength=ip_adapter_strength, garment_strength=garment_strength,
-        feature_cache=garment_feature_cache, uncond_keys=uncond_keys)
+        garment_net=garment_model,
+        garment_latent=garment_latent,
+        garment_context=garment_context,
+        ip_cond=ip_cond,
+        ip_uncond=ip_uncond,
+        ip_layers=tryon_model.model.ip_adapter,
+        wanted=wanted_feature_keys(tryon_model),
+        ip_strength=ip_adapter_strength,
+        garment_strength=garment_strength,
+        feature_cache=garment_feature_cache,
+        uncond_keys=uncond_keys,
+    )
     batch, height, width = pixels.person.shape[:3]
-    values = {"tryon_concat": concat, "width": width, "height": height, "crop_w": 0, "crop_h": 0,
-              "target_width": width, "target_height": height}
+    values = {"tryon_concat": concat, "width": width, "height": height, "crop_w": 0, "crop_h": 0, "target_width": width, "target_height": height}
     latent = {"samples": torch.zeros(batch, 4, height // 8, width // 8)}
-    return TryOnResult(patch_tryon_model(tryon_model, state), node_helpers.conditioning_set_values(positive, values),
-                       node_helpers.conditioning_set_values(negative, values), latent, state)
+    return TryOnResult(
+        patch_tryon_model(tryon_model, state),
+        node_helpers.conditioning_set_values(positive, values),
+        node_helpers.conditioning_set_values(negative, values),
+        latent,
+        state,
+    )

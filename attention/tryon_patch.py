@@ -28,10 +28,20 @@ FEATURE_CACHE = ("off", "first_step", "mid_schedule")
 class TryOnState:
     """Everything one patched MODEL needs at sampling time; shared (not copied) by ModelPatcher clones."""
 
-    def __init__(self, garment_net, garment_latent: torch.Tensor, garment_context: torch.Tensor,
-                 ip_cond: torch.Tensor, ip_uncond: torch.Tensor, ip_layers: torch.nn.ModuleDict,
-                 wanted: list[FeatureKey], ip_strength: float = 1.0, garment_strength: float = 1.0,
-                 feature_cache: str = "off", uncond_keys: str = "single_key"):
+    def __init__(
+        self,
+        garment_net,
+        garment_latent: torch.Tensor,
+        garment_context: torch.Tensor,
+        ip_cond: torch.Tensor,
+        ip_uncond: torch.Tensor,
+        ip_layers: torch.nn.ModuleDict,
+        wanted: list[FeatureKey],
+        ip_strength: float = 1.0,
+        garment_strength: float = 1.0,
+        feature_cache: str = "off",
+        uncond_keys: str = "single_key",
+    ):
         if feature_cache not in FEATURE_CACHE:
             raise ValueError(f"feature_cache must be one of {FEATURE_CACHE}, not {feature_cache!r}")
         if uncond_keys not in UNCOND_KEYS:
@@ -136,20 +146,22 @@ class TryOnState:
             if self.step_depth == 0:
                 self.release_after_step()
 
-
     def warn_if_displaced(self, transformer_options: dict) -> None:
         """Once per state: says so when a node after the apply node replaced our attn1 replaces (features lost there)."""
         if self.uncond_keys != "single_key" or self.displacement_checked:
             return
         self.displacement_checked = True
         replaces = transformer_options.get("patches_replace", {}).get("attn1", {})
-        displaced = [key for key in self.wanted
-                     if not (isinstance(replaces.get(key), ReferenceAttentionReplace) and replaces[key].state is self)]
+        displaced = [key for key in self.wanted if not (isinstance(replaces.get(key), ReferenceAttentionReplace) and replaces[key].state is self)]
         if displaced:
-            logging.warning("IDM-VTON: a node placed after 'IDM-VTON Apply' replaced the self-attention of %d of its %d blocks "
-                            "(e.g. %s), so those blocks do not see the garment. Put that node before 'IDM-VTON Apply': "
-                            "the apply node then keeps it and adds the garment features on top.",
-                            len(displaced), len(self.wanted), displaced[0])
+            logging.warning(
+                "IDM-VTON: a node placed after 'IDM-VTON Apply' replaced the self-attention of %d of its %d blocks "
+                "(e.g. %s), so those blocks do not see the garment. Put that node before 'IDM-VTON Apply': "
+                "the apply node then keeps it and adds the garment features on top.",
+                len(displaced),
+                len(self.wanted),
+                displaced[0],
+            )
 
 
 def cache_timestep(model_sampling, sigmas: torch.Tensor, mode: str) -> float:
@@ -165,8 +177,7 @@ def patch_tryon_model(tryon_model, state: TryOnState):
     existing = tryon_model.model_options.get("transformer_options", {}).get("patches_replace", {}).get("attn1", {})
     if state.uncond_keys == "single_key" and any(key in existing for key in state.wanted):
         # another node's attn1 replace is already there: the attn1 patch path extends its keys/values instead of taking its slot
-        logging.info("IDM-VTON Apply: the model already has self-attention replaces (another node); "
-                     "using materialised zero tokens so both apply.")
+        logging.info("IDM-VTON Apply: the model already has self-attention replaces (another node); using materialised zero tokens so both apply.")
         state.uncond_keys = "materialised"
     if state.uncond_keys == "materialised":
         model.set_model_attn1_patch(ReferenceAttentionPatch(state))

@@ -4,7 +4,7 @@ Timing: in one process, the sides alternate (A/B[/C], repeated --reps times); me
 per-image (N sampling steps) times, and ratios to the reference. Memory: each side in its own subprocess
 (peak RSS while sampling on CPU, torch.cuda.max_memory_allocated on CUDA). Agreement: the final latents of
 our exact path and the reference must agree to 1e-4 (relative to the latent's magnitude) in fp32.
-Sides: "reference" = tests/reference_idm.py (concat-and-slice self-attention over 2N tokens, materialised
+Sides: "reference" = tests/support/reference_idm.py (concat-and-slice self-attention over 2N tokens, materialised
 zeros for the uncond half, GarmentNet to its end); "ours" = the patched MODEL sampled by ComfyUI's euler
 sampler with CFG (cond+uncond batched); "cache:<mode>" = ours with the approximate garment feature cache.
 
@@ -28,7 +28,7 @@ import time
 
 HERE = pathlib.Path(__file__).resolve().parent
 REPO = HERE.parent
-sys.path[:0] = [str(REPO / "tests"), str(HERE)]
+sys.path[:0] = [str(REPO / "tests" / "support"), str(HERE)]
 
 
 def parse_args(argv=None):
@@ -36,14 +36,14 @@ def parse_args(argv=None):
     parser.add_argument("--config", default="cpu-mid", choices=["cpu-mid", "cpu-real-latent", "gpu-real"])
     parser.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
     parser.add_argument("--dtype", default=None, choices=["fp32", "fp16", "bf16"], help="compute dtype (default: fp32 on cpu, fp16 on cuda)")
-    parser.add_argument("--weights", default=None, choices=["default", "fp16", "bf16", "fp8_e4m3fn"],
-                        help="our weight dtype (ComfyUI's; default: the compute dtype)")
+    parser.add_argument(
+        "--weights", default=None, choices=["default", "fp16", "bf16", "fp8_e4m3fn"], help="our weight dtype (ComfyUI's; default: the compute dtype)"
+    )
     parser.add_argument("--lowvram", action="store_true", help="ComfyUI's --lowvram mode for our side")
     parser.add_argument("--steps", type=int, default=None, help="sampling steps per image (default: the config's)")
     parser.add_argument("--reps", type=int, default=3, help="alternating repetitions of each side")
     parser.add_argument("--feature-cache", default="mid_schedule", help="comma list of cache modes to time too ('' for none)")
-    parser.add_argument("--uncond-keys", default="single_key", choices=["single_key", "materialised"],
-                        help="how our exact side attends the uncond zeros")
+    parser.add_argument("--uncond-keys", default="single_key", choices=["single_key", "materialised"], help="how our exact side attends the uncond zeros")
     parser.add_argument("--also-materialised", action="store_true", help="time our exact side with materialised zeros as well")
     parser.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's, = the cores)")
     parser.add_argument("--no-memory", action="store_true", help="skip the per-side memory subprocesses")
@@ -58,12 +58,15 @@ def parse_args(argv=None):
 def setup_comfy(args):
     """ComfyUI in this process with PyTorch SDPA attention (--use-pytorch-cross-attention), on the chosen device."""
     import comfy_host
+
     comfy_host.put_comfy_on_path()
     import comfy.cli_args
+
     comfy.cli_args.args.use_pytorch_cross_attention = True
     comfy.cli_args.args.cpu = args.device == "cpu"
     comfy.cli_args.args.lowvram = args.lowvram
     import comfy.model_management  # noqa: F401  (reads the flags above)
+
     return comfy_host.import_pack()
 
 
@@ -73,6 +76,7 @@ class Bench:
     def __init__(self, args, sides):
         import torch
         from bench_models import CONFIGS, make_inputs, reference_unets
+
         self.args, self.torch = args, torch
         self.config = CONFIGS[args.config]
         self.steps = args.steps or self.config.steps
@@ -99,6 +103,7 @@ class Bench:
         from comfyui_tryon.attention.tryon_patch import TryOnState, patch_tryon_model, wanted_feature_keys
         from comfyui_tryon.models.garment_net import build_garment_model
         from comfyui_tryon.models.tryon_net import build_tryon_model
+
         torch = self.torch
         self.tryon = build_tryon_model(tryon_sd, self.args.weights)
         self.garment = build_garment_model(garment_sd, self.args.weights)
@@ -119,8 +124,17 @@ class Bench:
                 continue
             cache = side.split(":", 1)[1] if side.startswith("cache:") else "off"
             uncond_keys = "materialised" if side == "ours-materialised" else self.args.uncond_keys
-            state = TryOnState(self.garment, inputs.garment_latent, inputs.garment_context, ip[0], ip[1], self.tryon.model.ip_adapter,
-                               wanted_feature_keys(self.tryon), feature_cache=cache, uncond_keys=uncond_keys)
+            state = TryOnState(
+                self.garment,
+                inputs.garment_latent,
+                inputs.garment_context,
+                ip[0],
+                ip[1],
+                self.tryon.model.ip_adapter,
+                wanted_feature_keys(self.tryon),
+                feature_cache=cache,
+                uncond_keys=uncond_keys,
+            )
             self.ours[side] = (patch_tryon_model(self.tryon, state), state)
 
     def run(self, side: str):
@@ -134,6 +148,7 @@ class Bench:
     def run_ours(self, side):
         import comfy.sample
         import comfy.samplers
+
         torch = self.torch
         model, _ = self.ours[side]
         stamps = [clocks()]
@@ -141,15 +156,27 @@ class Bench:
         def callback(step, x0, x, total):
             self.sync()
             stamps.append(clocks())
+
         noise = self.inputs.noise
         with torch.no_grad():
-            out = comfy.sample.sample_custom(model, noise, self.config.cfg, comfy.samplers.sampler_object("euler"), self.sigmas,
-                                             self.positive, self.negative, torch.zeros_like(noise), callback=callback,
-                                             disable_pbar=True, seed=0)
+            out = comfy.sample.sample_custom(
+                model,
+                noise,
+                self.config.cfg,
+                comfy.samplers.sampler_object("euler"),
+                self.sigmas,
+                self.positive,
+                self.negative,
+                torch.zeros_like(noise),
+                callback=callback,
+                disable_pbar=True,
+                seed=0,
+            )
         return out.float().cpu(), [(b[0] - a[0], b[1] - a[1]) for a, b in zip(stamps, stamps[1:], strict=False)]
 
     def run_reference(self):
         from reference_idm import tryon_eps_reference
+
         torch = self.torch
         tryon, garment = self.reference
         inputs, device, dtype = self.inputs, self.device, self.dtype
@@ -166,9 +193,21 @@ class Bench:
                 sample = to(x / math.sqrt(float(sigma) ** 2 + 1))
                 timestep = torch.tensor(float(ms.timestep(sigma.reshape(1))), device=device)
                 eps_uncond, eps_cond = tryon_eps_reference(
-                    tryon, garment, sample, timestep, to(inputs.concat), to(inputs.text_cond), to(inputs.text_uncond),
-                    to(inputs.pooled_cond), to(inputs.pooled_uncond), time_ids, self.reference_ip[0], self.reference_ip[1],
-                    to(inputs.garment_latent), to(inputs.garment_context))
+                    tryon,
+                    garment,
+                    sample,
+                    timestep,
+                    to(inputs.concat),
+                    to(inputs.text_cond),
+                    to(inputs.text_uncond),
+                    to(inputs.pooled_cond),
+                    to(inputs.pooled_uncond),
+                    time_ids,
+                    self.reference_ip[0],
+                    self.reference_ip[1],
+                    to(inputs.garment_latent),
+                    to(inputs.garment_context),
+                )
                 eps = (eps_uncond + self.config.cfg * (eps_cond - eps_uncond)).float()
                 x = x + eps * float(next_sigma - sigma)
                 self.sync()
@@ -188,6 +227,7 @@ class PeakRSS:
 
     def __enter__(self):
         import psutil
+
         self.process, self.peak, self.running = psutil.Process(), 0, True
         self.baseline = self.process.memory_info().rss
         self.thread = threading.Thread(target=self._poll, daemon=True)
@@ -210,6 +250,7 @@ def measure_memory(args) -> dict:
     setup_comfy(args)
     if args.threads:
         import torch
+
         torch.set_num_threads(args.threads)
     side = args.memory_only
     sides = ["ours", side] if side == "reference" else [side]  # the reference borrows our schedule (sigmas only)
@@ -223,17 +264,35 @@ def measure_memory(args) -> dict:
         torch.cuda.synchronize()
         torch.cuda.reset_peak_memory_stats()
         bench.run(side)
-        return {"side": side, "cuda_max_allocated_gib": torch.cuda.max_memory_allocated() / 2**30,
-                "cuda_max_reserved_gib": torch.cuda.max_memory_reserved() / 2**30}
+        return {
+            "side": side,
+            "cuda_max_allocated_gib": torch.cuda.max_memory_allocated() / 2**30,
+            "cuda_max_reserved_gib": torch.cuda.max_memory_reserved() / 2**30,
+        }
     with PeakRSS() as rss:
         bench.run(side)
-    return {"side": side, "rss_before_gib": rss.baseline / 2**30, "rss_peak_gib": rss.peak / 2**30,
-            "rss_sampling_extra_gib": (rss.peak - rss.baseline) / 2**30}
+    return {"side": side, "rss_before_gib": rss.baseline / 2**30, "rss_peak_gib": rss.peak / 2**30, "rss_sampling_extra_gib": (rss.peak - rss.baseline) / 2**30}
 
 
 def memory_in_subprocess(args, side: str) -> dict:
-    argv = [sys.executable, __file__, "--config", args.config, "--device", args.device, "--dtype", args.dtype, "--weights",
-            args.weights, "--reps", "1", "--uncond-keys", args.uncond_keys, "--memory-only", side]
+    argv = [
+        sys.executable,
+        __file__,
+        "--config",
+        args.config,
+        "--device",
+        args.device,
+        "--dtype",
+        args.dtype,
+        "--weights",
+        args.weights,
+        "--reps",
+        "1",
+        "--uncond-keys",
+        args.uncond_keys,
+        "--memory-only",
+        side,
+    ]
     if args.steps:
         argv += ["--steps", str(args.steps)]
     if args.lowvram:
@@ -246,7 +305,7 @@ def memory_in_subprocess(args, side: str) -> dict:
     done = subprocess.run(argv, capture_output=True, text=True, env=env)
     for line in done.stdout.splitlines():
         if line.startswith("MEMORY "):
-            return json.loads(line[len("MEMORY "):])
+            return json.loads(line[len("MEMORY ") :])
     return {"side": side, "error": (done.stderr or done.stdout)[-2000:]}
 
 
@@ -263,8 +322,14 @@ def decoded_deviation(exact, cached) -> dict:
     import torch
     from bench_models import randomize
     from diffusers import AutoencoderKL
-    vae = AutoencoderKL(down_block_types=["DownEncoderBlock2D"] * 4, up_block_types=["UpDecoderBlock2D"] * 4,
-                        block_out_channels=[128, 256, 512, 512], layers_per_block=2, latent_channels=4).eval()
+
+    vae = AutoencoderKL(
+        down_block_types=["DownEncoderBlock2D"] * 4,
+        up_block_types=["UpDecoderBlock2D"] * 4,
+        block_out_channels=[128, 256, 512, 512],
+        layers_per_block=2,
+        latent_channels=4,
+    ).eval()
     randomize(vae, 7)
     scale = exact.std()
     with torch.no_grad():
@@ -282,15 +347,18 @@ def main(argv=None):
     import comfy.ldm.modules.attention as comfy_attention
     import torch
     from bench_models import CONFIGS
+
     caches = [f"cache:{mode}" for mode in args.feature_cache.split(",") if mode]
     sides = args.sides.split(",") if args.sides else ["reference", "ours"] + (["ours-materialised"] if args.also_materialised else []) + caches
     if args.threads:
         torch.set_num_threads(args.threads)
     config = CONFIGS[args.config]
     print(f"config   {config.describe() if not args.steps else config.describe().replace(f'{config.steps} steps', f'{args.steps} steps')}")
-    print(f"machine  {args.device}: {torch.cuda.get_device_name() if args.device == 'cuda' else _cpu_name()}, torch {torch.__version__}, "
-          f"{torch.get_num_threads()} threads; compute {args.dtype}, our weights {args.weights}{', lowvram' if args.lowvram else ''}; "
-          f"ComfyUI attention: {comfy_attention.optimized_attention.__name__} (--use-pytorch-cross-attention)")
+    print(
+        f"machine  {args.device}: {torch.cuda.get_device_name() if args.device == 'cuda' else _cpu_name()}, torch {torch.__version__}, "
+        f"{torch.get_num_threads()} threads; compute {args.dtype}, our weights {args.weights}{', lowvram' if args.lowvram else ''}; "
+        f"ComfyUI attention: {comfy_attention.optimized_attention.__name__} (--use-pytorch-cross-attention)"
+    )
     start = time.perf_counter()
     bench = Bench(args, sides)
     print(f"built    in {time.perf_counter() - start:.1f}s; sides {', '.join(sides)}; {args.reps} alternating repetitions")
@@ -319,18 +387,26 @@ def main(argv=None):
     for side in sides:
         m = median[side]
         ratio = {k: m[k] / ref[k] if ref else float("nan") for k in m}
-        summary[side] = {"s_per_step": m["step"], "s_per_image": m["image"], "ratio_step": ratio["step"], "ratio_image": ratio["image"],
-                         "cpu_s_per_step": m["step_cpu"], "cpu_s_per_image": m["image_cpu"], "cpu_ratio_step": ratio["step_cpu"]}
-        print(f"{side:<22}{m['step']:>9.3f}{m['image']:>10.2f}{ratio['step']:>8.3f}   {m['step_cpu']:>11.3f}{m['image_cpu']:>12.2f}"
-              f"{ratio['step_cpu']:>8.3f}")
+        summary[side] = {
+            "s_per_step": m["step"],
+            "s_per_image": m["image"],
+            "ratio_step": ratio["step"],
+            "ratio_image": ratio["image"],
+            "cpu_s_per_step": m["step_cpu"],
+            "cpu_s_per_image": m["image_cpu"],
+            "cpu_ratio_step": ratio["step_cpu"],
+        }
+        print(f"{side:<22}{m['step']:>9.3f}{m['image']:>10.2f}{ratio['step']:>8.3f}   {m['step_cpu']:>11.3f}{m['image_cpu']:>12.2f}{ratio['step_cpu']:>8.3f}")
 
     print()
     exact_ok = True
     if "reference" in finals and "ours" in finals:
         gap = relative_gap(finals["ours"], finals["reference"])
         exact_ok = gap <= 1e-4 or args.dtype != "fp32"
-        print(f"agreement ours vs reference: max|diff|/max|ref| = {gap:.2e} ({'OK <= 1e-4' if gap <= 1e-4 else 'ABOVE 1e-4'}"
-              f"{'' if args.dtype == 'fp32' else f', {args.dtype}: informative only'})")
+        print(
+            f"agreement ours vs reference: max|diff|/max|ref| = {gap:.2e} ({'OK <= 1e-4' if gap <= 1e-4 else 'ABOVE 1e-4'}"
+            f"{'' if args.dtype == 'fp32' else f', {args.dtype}: informative only'})"
+        )
     if "ours-materialised" in finals:
         print(f"agreement ours single_key vs materialised: {relative_gap(finals['ours'], finals['ours-materialised']):.2e}")
     for side in caches:
@@ -338,13 +414,19 @@ def main(argv=None):
             break
         exact, cached = finals["ours"], finals[side]
         diff = (exact - cached).abs()
-        deviation = {"latent_max_abs": float(diff.max()), "latent_mean_abs": float(diff.mean()),
-                     "latent_max_rel": relative_gap(cached, exact), "latent_mean_rel": float(diff.mean() / exact.abs().mean()),
-                     **decoded_deviation(exact, cached)}
+        deviation = {
+            "latent_max_abs": float(diff.max()),
+            "latent_mean_abs": float(diff.mean()),
+            "latent_max_rel": relative_gap(cached, exact),
+            "latent_mean_rel": float(diff.mean() / exact.abs().mean()),
+            **decoded_deviation(exact, cached),
+        }
         summary[side]["deviation"] = deviation
-        print(f"deviation {side} vs exact: latent max {deviation['latent_max_abs']:.3g} / mean {deviation['latent_mean_abs']:.3g} "
-              f"(relative {deviation['latent_max_rel']:.2e} / {deviation['latent_mean_rel']:.2e}); decoded image [0,1] max "
-              f"{deviation['image_max_abs']:.4f} / mean {deviation['image_mean_abs']:.4f}")
+        print(
+            f"deviation {side} vs exact: latent max {deviation['latent_max_abs']:.3g} / mean {deviation['latent_mean_abs']:.3g} "
+            f"(relative {deviation['latent_max_rel']:.2e} / {deviation['latent_mean_rel']:.2e}); decoded image [0,1] max "
+            f"{deviation['image_max_abs']:.4f} / mean {deviation['image_mean_abs']:.4f}"
+        )
 
     if not args.no_memory:
         print("\npeak memory (one subprocess per side, one image each):")

@@ -19,7 +19,7 @@ TorchScript source, constants and tensors; its data records are read by TorchScr
 rebuilds only tensors, primitive containers and the archive's own TorchScript classes, so loading a file does not
 import or call arbitrary Python: a plain pickle renamed .torchscript is not a zip archive and is refused, and a
 pickle naming e.g. `builtins.exec` inside a TorchScript archive fails with "Unknown type name" before anything
-runs (tests/test_reliability_preprocess.py). The archive's own code does run, in the TorchScript interpreter:
+runs (tests/server/test_reliability_preprocess.py). The archive's own code does run, in the TorchScript interpreter:
 when the model is called, and already while it loads if the archive defines a scripted `__setstate__`. That
 interpreter can call any registered operator: a malicious file can compute anything those ops allow, including
 reading files the process can read (e.g. `aten::from_file`), and interpreter bugs have had
@@ -37,13 +37,14 @@ import comfy.model_patcher
 import folder_paths
 import torch
 
+from ..errors import TryOnInputError
 from ..preprocess.densepose import Detections
-from .errors import TryOnInputError
 from .weights_io import first_line
 
 FOLDER = "densepose"
-DOWNLOAD_HINT = ("Download densepose_r50_fpn_dl.torchscript (Hugging Face LayerNorm/DensePose-TorchScript-with-hint-image) "
-                 "into ComfyUI/models/densepose and refresh.")
+DOWNLOAD_HINT = (
+    "Download densepose_r50_fpn_dl.torchscript (Hugging Face LayerNorm/DensePose-TorchScript-with-hint-image) into ComfyUI/models/densepose and refresh."
+)
 
 log = logging.getLogger(__name__)
 
@@ -74,8 +75,10 @@ def load_torchscript(path: str, input_name: str = "densepose_model") -> torch.ji
         module = torch.jit.load(path, map_location="cpu")
     except Exception as error:  # torch raises RuntimeError/ValueError/zip errors for anything that is not a TorchScript archive
         detail = first_line(error, 200)  # some start with a blank line
-        raise TryOnInputError(f"{input_name}: '{name}' is not a TorchScript model ({type(error).__name__}: {detail}). "
-                              f"A plain PyTorch checkpoint or detectron2 .pkl does not work here. {DOWNLOAD_HINT}") from error
+        raise TryOnInputError(
+            f"{input_name}: '{name}' is not a TorchScript model ({type(error).__name__}: {detail}). "
+            f"A plain PyTorch checkpoint or detectron2 .pkl does not work here. {DOWNLOAD_HINT}"
+        ) from error
     if not isinstance(module, torch.jit.ScriptModule):
         raise TryOnInputError(f"{input_name}: '{name}' is not a TorchScript module. {DOWNLOAD_HINT}")
     return module.eval()
@@ -90,8 +93,9 @@ def densepose_patcher(name: str, input_name: str = "densepose_model") -> comfy.m
     if cached is not None and cached.key == key:
         return cached.patcher
     module = load_torchscript(path, input_name)
-    patcher = comfy.model_patcher.ModelPatcher(module, load_device=comfy.model_management.get_torch_device(),
-                                               offload_device=comfy.model_management.unet_offload_device())
+    patcher = comfy.model_patcher.ModelPatcher(
+        module, load_device=comfy.model_management.get_torch_device(), offload_device=comfy.model_management.unet_offload_device()
+    )
     _CACHE[path] = _Cached(key, patcher)
     return patcher
 
@@ -120,13 +124,23 @@ def parse_output(output, input_name: str = "densepose_model") -> Detections:
         boxes, coarse, fine = output[0], output[1], output[2]
         scores = None
     else:
-        raise TryOnInputError(f"{input_name}: the model's output is not DensePose's (boxes, coarse_segm, fine_segm, u, v). "
-                              f"Use a DensePose TorchScript export. {DOWNLOAD_HINT}")
+        raise TryOnInputError(
+            f"{input_name}: the model's output is not DensePose's (boxes, coarse_segm, fine_segm, u, v). Use a DensePose TorchScript export. {DOWNLOAD_HINT}"
+        )
     count = boxes.shape[0] if boxes.ndim == 2 else -1
-    shapes_ok = (boxes.ndim == 2 and boxes.shape[1] == 4 and coarse.ndim == 4 and coarse.shape[:2] == (count, 2)
-                 and fine.ndim == 4 and fine.shape[:2] == (count, 25) and (scores is None or scores.shape == (count,)))
+    shapes_ok = (
+        boxes.ndim == 2
+        and boxes.shape[1] == 4
+        and coarse.ndim == 4
+        and coarse.shape[:2] == (count, 2)
+        and fine.ndim == 4
+        and fine.shape[:2] == (count, 25)
+        and (scores is None or scores.shape == (count,))
+    )
     if not shapes_ok:
-        raise TryOnInputError(f"{input_name}: unexpected DensePose output shapes boxes {tuple(boxes.shape)}, coarse_segm "
-                              f"{tuple(coarse.shape)}, fine_segm {tuple(fine.shape)} (expected [N,4], [N,2,h,w], [N,25,h,w]).")
+        raise TryOnInputError(
+            f"{input_name}: unexpected DensePose output shapes boxes {tuple(boxes.shape)}, coarse_segm "
+            f"{tuple(coarse.shape)}, fine_segm {tuple(fine.shape)} (expected [N,4], [N,2,h,w], [N,25,h,w])."
+        )
     cpu = {"device": "cpu", "dtype": torch.float32}
     return Detections(boxes.to(**cpu), coarse.to(**cpu), fine.to(**cpu), None if scores is None else scores.to(**cpu))

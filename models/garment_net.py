@@ -7,7 +7,7 @@ import comfy.model_patcher
 import comfy.supported_models
 import torch
 
-from .errors import TryOnInputError
+from ..errors import TryOnInputError
 from .sdxl_unet import build_model_patcher, convert_unet_keys, unet_config_from_diffusers, without_adm
 
 STRAY_ADM_PREFIX = "add_embedding."  # IDM's unet_encoder file carries 4 unused add_embedding tensors
@@ -20,14 +20,16 @@ class GarmentNetConfig(comfy.supported_models.SDXL):
         return comfy.model_base.BaseModel(self, model_type=comfy.model_base.ModelType.EPS, device=device)
 
 
-def build_garment_model(state_dict: dict[str, torch.Tensor], weight_dtype: str = "default",
-                        input_name: str = "garment_net_name") -> comfy.model_patcher.ModelPatcher:
+def build_garment_model(
+    state_dict: dict[str, torch.Tensor], weight_dtype: str = "default", input_name: str = "garment_net_name"
+) -> comfy.model_patcher.ModelPatcher:
     """A ModelPatcher around a 4-channel SDXL UNet from IDM's unet_encoder (or any diffusers SDXL UNet) weights."""
     unet_config = unet_config_from_diffusers(state_dict, input_name)
     if unet_config["in_channels"] != 4:
         raise TryOnInputError(
             f"{input_name}: this UNet has {unet_config['in_channels']} input channels; GarmentNet is a 4-channel SDXL "
-            "UNet (IDM-VTON's unet_encoder, or SDXL base). A 13-channel file is TryonNet: load it in the TryonNet loader.")
+            "UNet (IDM-VTON's unet_encoder, or SDXL base). A 13-channel file is TryonNet: load it in the TryonNet loader."
+        )
     unet_config = without_adm(unet_config)
     comfy_unet, _ = convert_unet_keys(state_dict, unet_config, ignored_prefixes=(STRAY_ADM_PREFIX,))
     comfy_unet = {k: v for k, v in comfy_unet.items() if not k.startswith("label_emb.")}

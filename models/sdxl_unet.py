@@ -7,7 +7,7 @@ import comfy.model_patcher
 import comfy.utils
 import torch
 
-from .errors import TryOnInputError
+from ..errors import TryOnInputError
 
 AttentionKey = tuple[str, int, int]  # ComfyUI's (block_name, block_number, block_index)
 
@@ -29,7 +29,8 @@ def reject_single_file_checkpoint(state_dict: dict[str, torch.Tensor], input_nam
         raise TryOnInputError(
             f"{input_name}: this is a full Stable Diffusion checkpoint (single-file format), not an IDM-VTON UNet. "
             "Load it with the stock 'Load Checkpoint' node instead; an SDXL base checkpoint's MODEL can go straight into "
-            "the garment_model input of 'IDM-VTON Apply'.")
+            "the garment_model input of 'IDM-VTON Apply'."
+        )
 
 
 def unet_config_from_diffusers(state_dict: dict[str, torch.Tensor], input_name: str) -> dict:
@@ -60,17 +61,25 @@ def unet_config_from_diffusers(state_dict: dict[str, torch.Tensor], input_name: 
     adm = state_dict.get("add_embedding.linear_1.weight")
     proj_in = next((v for k, v in state_dict.items() if k.endswith("attentions.0.proj_in.weight")), None)
     return {
-        "use_checkpoint": False, "image_size": 32, "out_channels": state_dict["conv_out.weight"].shape[0],
-        "use_spatial_transformer": True, "legacy": False, "in_channels": int(in_channels),
-        "model_channels": int(model_channels), "num_res_blocks": num_res_blocks, "channel_mult": channel_mult,
+        "use_checkpoint": False,
+        "image_size": 32,
+        "out_channels": state_dict["conv_out.weight"].shape[0],
+        "use_spatial_transformer": True,
+        "legacy": False,
+        "in_channels": int(in_channels),
+        "model_channels": int(model_channels),
+        "num_res_blocks": num_res_blocks,
+        "channel_mult": channel_mult,
         "transformer_depth": transformer_depth,
         "transformer_depth_output": transformer_depth_output[::-1],  # ComfyUI lists output blocks shallow-first
         "transformer_depth_middle": _count(state_dict, "mid_block.attentions.0.transformer_blocks."),
         "use_linear_in_transformer": proj_in is not None and proj_in.ndim == 2,
-        "context_dim": context_dim, "num_head_channels": 64,
+        "context_dim": context_dim,
+        "num_head_channels": 64,
         "num_classes": "sequential" if adm is not None else None,
         "adm_in_channels": int(adm.shape[1]) if adm is not None else None,
-        "use_temporal_attention": False, "use_temporal_resblock": False,
+        "use_temporal_attention": False,
+        "use_temporal_resblock": False,
     }
 
 
@@ -88,8 +97,9 @@ def attention_key(comfy_prefix: str) -> AttentionKey:
     return (parts[0].removesuffix("_blocks"), int(parts[1]), index)
 
 
-def convert_unet_keys(state_dict: dict[str, torch.Tensor], unet_config: dict,
-                      ignored_prefixes: tuple[str, ...] = ()) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
+def convert_unet_keys(
+    state_dict: dict[str, torch.Tensor], unet_config: dict, ignored_prefixes: tuple[str, ...] = ()
+) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
     """Renames diffusers UNet keys to ComfyUI's; returns the weights and the diffusers->ComfyUI name map."""
     key_map = comfy.utils.unet_to_diffusers(unet_config)
     converted = {key_map[k]: v for k, v in state_dict.items() if k in key_map}
@@ -102,16 +112,17 @@ def convert_unet_keys(state_dict: dict[str, torch.Tensor], unet_config: dict,
 WEIGHT_DTYPES = {"default": None, "fp16": torch.float16, "bf16": torch.bfloat16, "fp8_e4m3fn": torch.float8_e4m3fn}
 
 
-def build_model_patcher(model_config, comfy_unet: dict[str, torch.Tensor], weight_dtype: str = "default",
-                        extra_weights: dict[str, torch.Tensor] | None = None):
+def build_model_patcher(model_config, comfy_unet: dict[str, torch.Tensor], weight_dtype: str = "default", extra_weights: dict[str, torch.Tensor] | None = None):
     """Builds `model_config`'s model at the chosen weight dtype, loads UNet (+ extra) weights, wraps it in a ModelPatcher."""
     load_device = comfy.model_management.get_torch_device()
     offload_device = comfy.model_management.unet_offload_device()
     dtype = WEIGHT_DTYPES[weight_dtype]
     if dtype is None:
-        dtype = comfy.model_management.unet_dtype(model_params=comfy.utils.calculate_parameters(comfy_unet),
-                                                  supported_dtypes=model_config.supported_inference_dtypes,
-                                                  weight_dtype=comfy.utils.weight_dtype(comfy_unet))
+        dtype = comfy.model_management.unet_dtype(
+            model_params=comfy.utils.calculate_parameters(comfy_unet),
+            supported_dtypes=model_config.supported_inference_dtypes,
+            weight_dtype=comfy.utils.weight_dtype(comfy_unet),
+        )
     manual_cast = comfy.model_management.unet_manual_cast(dtype, load_device, model_config.supported_inference_dtypes)
     model_config.set_inference_dtype(dtype, manual_cast)
     model = model_config.get_model(comfy_unet, "").to(offload_device)

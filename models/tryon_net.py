@@ -12,7 +12,7 @@ import comfy.utils
 import torch
 
 from ..attention.resampler import Resampler
-from .errors import TryOnInputError
+from ..errors import TryOnInputError
 from .sdxl_unet import AttentionKey, attention_key, build_model_patcher, convert_unet_keys, reject_single_file_checkpoint, unet_config_from_diffusers
 
 TRYON_IN_CHANNELS = 13
@@ -36,18 +36,24 @@ class IPKeyValue(torch.nn.Module):
 class TryonSDXL(comfy.model_base.SDXL):
     """SDXL model whose 9 extra input channels come from the apply node, carrying the IP-Adapter weights."""
 
-    def __init__(self, model_config, ip_layout: dict[AttentionKey, int], resampler_shapes: dict[str, torch.Tensor],
-                 model_type=comfy.model_base.ModelType.EPS, device=None):
+    def __init__(
+        self,
+        model_config,
+        ip_layout: dict[AttentionKey, int],
+        resampler_shapes: dict[str, torch.Tensor],
+        model_type=comfy.model_base.ModelType.EPS,
+        device=None,
+    ):
         super().__init__(model_config, model_type=model_type, device=device)
         unet_config = model_config.unet_config
         operations = model_config.custom_operations or comfy.ops.pick_operations(
-            unet_config.get("dtype"), self.manual_cast_dtype,
-            fp8_optimizations=model_config.optimizations.get("fp8", False), model_config=model_config)
+            unet_config.get("dtype"), self.manual_cast_dtype, fp8_optimizations=model_config.optimizations.get("fp8", False), model_config=model_config
+        )
         dtype = unet_config.get("dtype")
         context_dim = unet_config["context_dim"]
-        self.ip_adapter = torch.nn.ModuleDict({
-            ip_module_name(key): IPKeyValue(context_dim, width, operations, device=device, dtype=dtype)
-            for key, width in ip_layout.items()})
+        self.ip_adapter = torch.nn.ModuleDict(
+            {ip_module_name(key): IPKeyValue(context_dim, width, operations, device=device, dtype=dtype) for key, width in ip_layout.items()}
+        )
         self.ip_resampler = Resampler.from_state_dict_shapes(resampler_shapes, operations=operations, device=device, dtype=dtype)
 
     def concat_cond(self, **kwargs):
@@ -55,12 +61,14 @@ class TryonSDXL(comfy.model_base.SDXL):
         if concat is None:
             raise TryOnInputError(
                 "TryonNet MODEL needs the positive/negative from the 'IDM-VTON Apply' node (they carry the mask, "
-                "masked person and DensePose channels). Wire the apply node's outputs into the sampler.")
+                "masked person and DensePose channels). Wire the apply node's outputs into the sampler."
+            )
         noise = kwargs["noise"]
         if concat.shape[-2:] != noise.shape[-2:]:
             raise TryOnInputError(
                 f"latent_image: size {tuple(noise.shape[-2:])} (latent) differs from the try-on inputs "
-                f"{tuple(concat.shape[-2:])}. Use the LATENT output of the 'IDM-VTON Apply' node.")
+                f"{tuple(concat.shape[-2:])}. Use the LATENT output of the 'IDM-VTON Apply' node."
+            )
         return comfy.utils.resize_to_batch_size(concat, noise.shape[0]).to(kwargs["device"])
 
     def load_model_weights(self, sd, unet_prefix=""):
@@ -93,7 +101,7 @@ def split_tryon_state_dict(state_dict: dict[str, torch.Tensor], input_name: str)
     reject_single_file_checkpoint(state_dict, input_name)
     conv_in = state_dict.get("conv_in.weight")
     in_channels = None if conv_in is None else conv_in.shape[1]
-    resampler = {k[len(RESAMPLER_PREFIX):]: v for k, v in state_dict.items() if k.startswith(RESAMPLER_PREFIX)}
+    resampler = {k[len(RESAMPLER_PREFIX) :]: v for k, v in state_dict.items() if k.startswith(RESAMPLER_PREFIX)}
     ip_weights = {k: v for k, v in state_dict.items() if k.endswith(IP_SUFFIXES)}
     if in_channels is not None and in_channels != TRYON_IN_CHANNELS or not resampler or not ip_weights:
         found = f"{in_channels} input channels" if in_channels is not None else "no conv_in"
@@ -101,7 +109,8 @@ def split_tryon_state_dict(state_dict: dict[str, torch.Tensor], input_name: str)
             f"{input_name}: this is not an IDM-VTON TryonNet ({found}, "
             f"{'with' if resampler else 'without'} IP-Adapter Resampler, {len(ip_weights)} IP key/value weights; "
             f"TryonNet has {TRYON_IN_CHANNELS} input channels and both). Pick IDM-VTON's unet/ weights; an SDXL base "
-            "or unet_encoder file belongs in the GarmentNet input.")
+            "or unet_encoder file belongs in the GarmentNet input."
+        )
     unet_weights = {k: v for k, v in state_dict.items() if not k.startswith(RESAMPLER_PREFIX) and not k.endswith(IP_SUFFIXES)}
     unet_config = unet_config_from_diffusers(unet_weights, input_name)
     if unet_config["adm_in_channels"] is None:
@@ -120,8 +129,9 @@ def split_tryon_state_dict(state_dict: dict[str, torch.Tensor], input_name: str)
     return unet_config, comfy_unet, ip_layout, resampler, extra
 
 
-def build_tryon_model(state_dict: dict[str, torch.Tensor], weight_dtype: str = "default",
-                      input_name: str = "tryon_net_name") -> comfy.model_patcher.ModelPatcher:
+def build_tryon_model(
+    state_dict: dict[str, torch.Tensor], weight_dtype: str = "default", input_name: str = "tryon_net_name"
+) -> comfy.model_patcher.ModelPatcher:
     """A ModelPatcher around TryonSDXL, built and cast through ComfyUI's own dtype/offload machinery."""
     unet_config, comfy_unet, ip_layout, resampler, extra = split_tryon_state_dict(state_dict, input_name)
     patcher = build_model_patcher(TryonNetConfig(unet_config, ip_layout, resampler), comfy_unet, weight_dtype, extra)

@@ -10,7 +10,7 @@ import zipfile
 import safetensors.torch
 import torch
 
-from .errors import TryOnInputError
+from ..errors import TryOnInputError
 
 PICKLE_SUFFIXES = (".bin", ".pth", ".pt", ".ckpt")
 
@@ -62,7 +62,9 @@ def refused_pickle_error(path: str, input_name: str, error: pickle.UnpicklingErr
         return TryOnInputError(
             f"{input_name}: {name} is a pickle that asks to run code when loaded ({unsafe.group(1)}); it was refused for "
             "safety and nothing in it ran (weights load with weights_only=True only). Use the official file, or a "
-            ".safetensors version of it.")
+            ".safetensors version of it."
+        )
     return TryOnInputError(
         f"{input_name}: cannot read {name} as model weights: it is not a valid torch pickle (truncated, corrupt, or "
-        "not a weights file). Download it again, or convert it to .safetensors.")
+        "not a weights file). Download it again, or convert it to .safetensors."
+    )

@@ -14,13 +14,20 @@ class TryOnFitImage:
 
     @classmethod
     def INPUT_TYPES(cls):
-        return {"required": {
-            "image": ("IMAGE", {"tooltip": "Any image (grayscale and RGBA are converted to RGB)."}),
-            "width": ("INT", {"default": 768, "min": 64, "max": 4096, "step": 8, "tooltip": "Output width (IDM-VTON: 768)."}),
-            "height": ("INT", {"default": 1024, "min": 64, "max": 4096, "step": 8, "tooltip": "Output height (IDM-VTON: 1024)."}),
-            "mode": (list(FIT_MODES), {"default": "crop", "tooltip": "crop: centre-crop to the aspect, then resize; "
-                                       "pad: resize inside and pad with white; stretch: resize, ignoring the aspect."}),
-        }}
+        return {
+            "required": {
+                "image": ("IMAGE", {"tooltip": "Any image (grayscale and RGBA are converted to RGB)."}),
+                "width": ("INT", {"default": 768, "min": 64, "max": 4096, "step": 8, "tooltip": "Output width (IDM-VTON: 768)."}),
+                "height": ("INT", {"default": 1024, "min": 64, "max": 4096, "step": 8, "tooltip": "Output height (IDM-VTON: 1024)."}),
+                "mode": (
+                    list(FIT_MODES),
+                    {
+                        "default": "crop",
+                        "tooltip": "crop: centre-crop to the aspect, then resize; pad: resize inside and pad with white; stretch: resize, ignoring the aspect.",
+                    },
+                ),
+            }
+        }
 
     def fit(self, image, width: int, height: int, mode: str):
         return (fit_image(as_rgb(image, "image"), height, width, mode),)

@@ -4,23 +4,26 @@ from __future__ import annotations
 
 import folder_paths
 
+from ..errors import TryOnInputError
 from ..model_folders import unet_file_choices
-from ..models.errors import TryOnInputError
 from ..models.garment_net import build_garment_model
 from ..models.sdxl_unet import WEIGHT_DTYPES
 from ..models.tryon_net import build_tryon_model
 from ..models.weights_io import read_state_dict
 
 CATEGORY = "try-on/IDM-VTON"
-DTYPE_TOOLTIP = ("Weight storage dtype. 'default' lets ComfyUI choose for your GPU; fp8_e4m3fn halves VRAM again. "
-                 "Offloading and --lowvram work with every choice.")
+DTYPE_TOOLTIP = (
+    "Weight storage dtype. 'default' lets ComfyUI choose for your GPU; fp8_e4m3fn halves VRAM again. Offloading and --lowvram work with every choice."
+)
 
 
 def resolve(input_name: str, name: str) -> str:
     path = folder_paths.get_full_path("idm_vton", name)
     if path is None:
-        raise TryOnInputError(f"{input_name}: '{name}' is not in ComfyUI/models/idm_vton any more (moved, deleted, or a broken "
-                              "link since the list was made). Put the file back, or refresh the list (R) and pick another file.")
+        raise TryOnInputError(
+            f"{input_name}: '{name}' is not in ComfyUI/models/idm_vton any more (moved, deleted, or a broken "
+            "link since the list was made). Put the file back, or refresh the list (R) and pick another file."
+        )
     return path
 
 
@@ -33,11 +36,15 @@ class IDMVTONTryonNetLoader:
 
     @classmethod
     def INPUT_TYPES(cls):
-        return {"required": {
-            "tryon_net_name": (unet_file_choices("unet/"), {"tooltip": "IDM-VTON's unet/diffusion_pytorch_model.bin "
-                               "(or .safetensors), or a single converted .safetensors, in models/idm_vton."}),
-            "weight_dtype": (list(WEIGHT_DTYPES), {"default": "default", "tooltip": DTYPE_TOOLTIP}),
-        }}
+        return {
+            "required": {
+                "tryon_net_name": (
+                    unet_file_choices("unet/"),
+                    {"tooltip": "IDM-VTON's unet/diffusion_pytorch_model.bin (or .safetensors), or a single converted .safetensors, in models/idm_vton."},
+                ),
+                "weight_dtype": (list(WEIGHT_DTYPES), {"default": "default", "tooltip": DTYPE_TOOLTIP}),
+            }
+        }
 
     def load(self, tryon_net_name: str, weight_dtype: str):
         state_dict = read_state_dict(resolve("tryon_net_name", tryon_net_name), "tryon_net_name")
@@ -45,8 +52,9 @@ class IDMVTONTryonNetLoader:
 
 
 class IDMVTONGarmentNetLoader:
-    DESCRIPTION = ("Loads IDM-VTON's GarmentNet (unet_encoder). Optional: GarmentNet is the frozen SDXL base UNet, "
-                   "so an SDXL base checkpoint's MODEL works the same.")
+    DESCRIPTION = (
+        "Loads IDM-VTON's GarmentNet (unet_encoder). Optional: GarmentNet is the frozen SDXL base UNet, so an SDXL base checkpoint's MODEL works the same."
+    )
     CATEGORY = CATEGORY
     RETURN_TYPES = ("MODEL",)
     RETURN_NAMES = ("garment_model",)
@@ -54,11 +62,15 @@ class IDMVTONGarmentNetLoader:
 
     @classmethod
     def INPUT_TYPES(cls):
-        return {"required": {
-            "garment_net_name": (unet_file_choices("unet_encoder/"), {"tooltip": "IDM-VTON's unet_encoder/"
-                                 "diffusion_pytorch_model.safetensors (or a converted single file) in models/idm_vton."}),
-            "weight_dtype": (list(WEIGHT_DTYPES), {"default": "default", "tooltip": DTYPE_TOOLTIP}),
-        }}
+        return {
+            "required": {
+                "garment_net_name": (
+                    unet_file_choices("unet_encoder/"),
+                    {"tooltip": "IDM-VTON's unet_encoder/diffusion_pytorch_model.safetensors (or a converted single file) in models/idm_vton."},
+                ),
+                "weight_dtype": (list(WEIGHT_DTYPES), {"default": "default", "tooltip": DTYPE_TOOLTIP}),
+            }
+        }
 
     def load(self, garment_net_name: str, weight_dtype: str):
         state_dict = read_state_dict(resolve("garment_net_name", garment_net_name), "garment_net_name")

@@ -33,8 +33,7 @@ HAT, SUNGLASSES, UPPER_CLOTHES, SKIRT, PANTS, DRESS = 1, 3, 4, 5, 6, 7
 LEFT_SHOE, RIGHT_SHOE, FACE, LEFT_LEG, RIGHT_LEG, LEFT_ARM, RIGHT_ARM, BAG, NECK = 9, 10, 11, 12, 13, 14, 15, 16, 18
 HEAD = (HAT, SUNGLASSES, FACE)
 FIXED = (LEFT_SHOE, RIGHT_SHOE, HAT, SUNGLASSES, BAG)
-REGION = {"upper_body": (UPPER_CLOTHES, DRESS), "dresses": (UPPER_CLOTHES, SKIRT, PANTS, DRESS),
-          "lower_body": (SKIRT, PANTS, LEFT_LEG, RIGHT_LEG)}
+REGION = {"upper_body": (UPPER_CLOTHES, DRESS), "dresses": (UPPER_CLOTHES, SKIRT, PANTS, DRESS), "lower_body": (SKIRT, PANTS, LEFT_LEG, RIGHT_LEG)}
 EXTRA_FIXED = {"upper_body": (SKIRT, PANTS), "dresses": (), "lower_body": (UPPER_CLOTHES, LEFT_ARM, RIGHT_ARM)}
 # OpenPose-18 indices: (shoulder, elbow, wrist) and the parsed arm label of the same side
 RIGHT_SIDE, LEFT_SIDE = (2, 3, 4), (5, 6, 7)
@@ -42,10 +41,30 @@ WRIST_EXTENSION = 1.2
 REFERENCE_HEIGHT = 512
 
 # Colours of the debug parsing image, RGB per label 0..18 (18 = neck)
-PALETTE = np.array([
-    (0, 0, 0), (128, 0, 0), (255, 170, 0), (0, 85, 85), (255, 85, 0), (0, 128, 0), (0, 0, 255), (170, 0, 255),
-    (128, 128, 0), (85, 51, 0), (170, 102, 0), (255, 220, 170), (85, 255, 170), (0, 255, 255), (170, 255, 85),
-    (255, 255, 0), (255, 0, 255), (0, 170, 170), (255, 128, 128)], np.uint8)
+PALETTE = np.array(
+    [
+        (0, 0, 0),
+        (128, 0, 0),
+        (255, 170, 0),
+        (0, 85, 85),
+        (255, 85, 0),
+        (0, 128, 0),
+        (0, 0, 255),
+        (170, 0, 255),
+        (128, 128, 0),
+        (85, 51, 0),
+        (170, 102, 0),
+        (255, 220, 170),
+        (85, 255, 170),
+        (0, 255, 255),
+        (170, 255, 85),
+        (255, 255, 0),
+        (255, 0, 255),
+        (0, 170, 170),
+        (255, 128, 128),
+    ],
+    np.uint8,
+)
 PREVIEW_GREY = 0.5  # the original's greyed preview: masked pixels at the middle grey
 
 
@@ -68,8 +87,7 @@ def _point(keypoints: np.ndarray | None, index: int) -> np.ndarray | None:
     return point
 
 
-def draw_arm(keypoints: np.ndarray | None, side: tuple[int, int, int], parsed_arm: np.ndarray, arm_width: int,
-             reverse: bool) -> np.ndarray:
+def draw_arm(keypoints: np.ndarray | None, side: tuple[int, int, int], parsed_arm: np.ndarray, arm_width: int, reverse: bool) -> np.ndarray:
     """The arm area of one side: a polyline shoulder-elbow-extended wrist of width w with round joints plus a circle
     outline at the shoulder, or the parsed arm when a point is missing. Boolean (H, W)."""
     shoulder, elbow, wrist = (_point(keypoints, i) for i in side)

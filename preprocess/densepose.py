@@ -29,7 +29,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-N_PARTS = 24                     # fine part indices 1..24, 0 = background
+N_PARTS = 24  # fine part indices 1..24, 0 = background
 COLORMAPS = {"parula": cv2.COLORMAP_PARULA, "viridis": cv2.COLORMAP_VIRIDIS}
 PERSON_CHOICES = ("largest", "all")
 
@@ -37,10 +37,11 @@ PERSON_CHOICES = ("largest", "all")
 @dataclass
 class Detections:
     """DensePose detections of one image, in the coordinates of the image the detector was fed."""
-    boxes: torch.Tensor                  # (N, 4) float xyxy, absolute pixels
-    coarse_segm: torch.Tensor            # (N, 2, h, w) logits: background / person
-    fine_segm: torch.Tensor              # (N, 25, h, w) logits: part 0 (background) .. 24
-    scores: torch.Tensor | None = None   # (N,) when the export returns them (see `densepose_model.parse_output`)
+
+    boxes: torch.Tensor  # (N, 4) float xyxy, absolute pixels
+    coarse_segm: torch.Tensor  # (N, 2, h, w) logits: background / person
+    fine_segm: torch.Tensor  # (N, 25, h, w) logits: part 0 (background) .. 24
+    scores: torch.Tensor | None = None  # (N,) when the export returns them (see `densepose_model.parse_output`)
 
     def __len__(self) -> int:
         return int(self.boxes.shape[0])
@@ -120,7 +121,7 @@ def render_part_index(detections: Detections, height: int, width: int) -> torch.
         right, bottom = min(x + box_w, width), min(y + box_h, height)
         if right <= left or bottom <= top:
             continue
-        parts = parts[top - y: bottom - y, left - x: right - x]
+        parts = parts[top - y : bottom - y, left - x : right - x]
         region = canvas[top:bottom, left:right]
         canvas[top:bottom, left:right] = torch.where(parts > 0, parts, region)
     return canvas
@@ -133,8 +134,7 @@ def colorize_parts(parts: torch.Tensor, colormap: str = "parula") -> torch.Tenso
     return lut[parts.clamp(0, N_PARTS)]
 
 
-def render_densepose(detections: Detections, detected_hw: tuple[int, int], output_hw: tuple[int, int],
-                     colormap: str = "parula") -> torch.Tensor:
+def render_densepose(detections: Detections, detected_hw: tuple[int, int], output_hw: tuple[int, int], colormap: str = "parula") -> torch.Tensor:
     """IDM-VTON's DensePose image (output_h, output_w, 3) RGB in [0, 1] from detections made on a `detected_hw` image."""
     boxes = scale_boxes(detections.boxes, detected_hw, output_hw)
     scaled = Detections(boxes, detections.coarse_segm, detections.fine_segm, detections.scores)

@@ -18,12 +18,12 @@ def fit_image(image: torch.Tensor, height: int, width: int, mode: str = "crop", 
         scale = max(height / src_h, width / src_w)
         crop_h, crop_w = min(src_h, round(height / scale)), min(src_w, round(width / scale))
         top, left = (src_h - crop_h) // 2, (src_w - crop_w) // 2
-        return resize_image(image[:, top:top + crop_h, left:left + crop_w], height, width)
+        return resize_image(image[:, top : top + crop_h, left : left + crop_w], height, width)
     if mode == "pad":
         scale = min(height / src_h, width / src_w)
         new_h, new_w = max(1, round(src_h * scale)), max(1, round(src_w * scale))
         out = torch.full((image.shape[0], height, width, image.shape[3]), pad_value, dtype=image.dtype)
         top, left = (height - new_h) // 2, (width - new_w) // 2
-        out[:, top:top + new_h, left:left + new_w] = resize_image(image, new_h, new_w)
+        out[:, top : top + new_h, left : left + new_w] = resize_image(image, new_h, new_w)
         return out
     raise ValueError(f"mode must be one of {FIT_MODES}, got {mode!r}")

@@ -24,7 +24,7 @@ import numpy as np
 import torch
 from PIL import Image
 
-from ..models.errors import TryOnInputError
+from ..errors import TryOnInputError
 from .garment_taxonomy import Attribute, Tag
 
 TRYON_PREFIX = "model is wearing "
@@ -79,8 +79,9 @@ def tag_features(template_features: torch.Tensor) -> torch.Tensor:
     return normalized(normalized(template_features).mean(dim=1))
 
 
-def zero_shot_probabilities(image_features: torch.Tensor, text_features: torch.Tensor, logit_scale: torch.Tensor,
-                            logit_bias: torch.Tensor | None, kind: str) -> torch.Tensor:
+def zero_shot_probabilities(
+    image_features: torch.Tensor, text_features: torch.Tensor, logit_scale: torch.Tensor, logit_bias: torch.Tensor | None, kind: str
+) -> torch.Tensor:
     """(D,) image and (T, D) tag features -> (T,) probabilities: softmax for CLIP, sigmoid for SigLIP."""
     logits = logit_scale.exp() * (normalized(text_features.float()) @ normalized(image_features.float()))
     if kind == "siglip":
@@ -133,8 +134,9 @@ class CaptionModel:
         dtype = torch.float16 if comfy.model_management.should_use_fp16(load_device, prioritize_performance=False) else torch.float32
         model = model.eval().requires_grad_(False).to(dtype)
         self.dtype = dtype
-        self.patcher = comfy.model_patcher.ModelPatcher(CaptionNetwork(model), load_device=load_device,
-                                                        offload_device=comfy.model_management.unet_offload_device())
+        self.patcher = comfy.model_patcher.ModelPatcher(
+            CaptionNetwork(model), load_device=load_device, offload_device=comfy.model_management.unet_offload_device()
+        )
         text_config = model.config.text_config
         self.max_text_length = int(getattr(text_config, "max_position_embeddings", 77))
         self._text_features: dict[tuple[str, ...], torch.Tensor] = {}
@@ -145,6 +147,7 @@ class CaptionModel:
 
     def _load(self) -> torch.device:
         import comfy.model_management
+
         comfy.model_management.load_models_gpu([self.patcher], force_full_load=True)
         device = self.patcher.load_device
         network = self.patcher.model
@@ -166,8 +169,9 @@ class CaptionModel:
         padding = "max_length" if self.kind == "siglip" else True
         chunks = []
         for start in range(0, len(texts), TEXT_BATCH):
-            tokens = self.processor.tokenizer(texts[start:start + TEXT_BATCH], padding=padding, truncation=True,
-                                              max_length=self.max_text_length, return_tensors="pt")
+            tokens = self.processor.tokenizer(
+                texts[start : start + TEXT_BATCH], padding=padding, truncation=True, max_length=self.max_text_length, return_tensors="pt"
+            )
             tokens = {k: v.to(device) for k, v in tokens.items() if k in ("input_ids", "attention_mask")}
             if self.kind == "siglip":
                 tokens.pop("attention_mask", None)  # SigLIP was trained without an attention mask (fixed-length padding)
@@ -214,13 +218,16 @@ def read_model_type(folder: str, name: str, input_name: str = "caption_model") -
         with open(config_path, encoding="utf-8") as handle:
             config = json.load(handle)
     except (OSError, UnicodeDecodeError, json.JSONDecodeError) as error:
-        raise TryOnInputError(f"{input_name}: '{name}' has no readable config.json ({error}). "
-                              "Put a complete Hugging Face CLIP or SigLIP model folder in models/garment_caption.") from error
+        raise TryOnInputError(
+            f"{input_name}: '{name}' has no readable config.json ({error}). Put a complete Hugging Face CLIP or SigLIP model folder in models/garment_caption."
+        ) from error
     model_type = config.get("model_type") if isinstance(config, dict) else None
     if model_type not in SUPPORTED_MODEL_TYPES:
-        raise TryOnInputError(f"{input_name}: '{name}' is not a CLIP or SigLIP model (config.json model_type is {model_type!r}; "
-                              f"supported: {', '.join(SUPPORTED_MODEL_TYPES)}). Choose a folder such as openai/clip-vit-large-patch14 "
-                              "or google/siglip-so400m-patch14-384 saved in the Hugging Face layout.")
+        raise TryOnInputError(
+            f"{input_name}: '{name}' is not a CLIP or SigLIP model (config.json model_type is {model_type!r}; "
+            f"supported: {', '.join(SUPPORTED_MODEL_TYPES)}). Choose a folder such as openai/clip-vit-large-patch14 "
+            "or google/siglip-so400m-patch14-384 saved in the Hugging Face layout."
+        )
     return model_type
 
 
@@ -239,8 +246,10 @@ def load_caption_model(folder: str, name: str, input_name: str = "caption_model"
         model = model_class.from_pretrained(folder, local_files_only=True)
         processor = AutoProcessor.from_pretrained(folder, local_files_only=True)
     except Exception as error:  # transformers raises OSError/ValueError/KeyError/RuntimeError for broken folders
-        raise TryOnInputError(f"{input_name}: cannot load '{name}' as a {kind} model: {type(error).__name__}: {error}. "
-                              "The folder needs the weights (model.safetensors), preprocessor_config.json and the tokenizer files.") from error
+        raise TryOnInputError(
+            f"{input_name}: cannot load '{name}' as a {kind} model: {type(error).__name__}: {error}. "
+            "The folder needs the weights (model.safetensors), preprocessor_config.json and the tokenizer files."
+        ) from error
     if not hasattr(processor, "image_processor") or not hasattr(processor, "tokenizer"):
         raise TryOnInputError(f"{input_name}: '{name}' lacks an image processor or tokenizer (preprocessor_config.json, tokenizer files).")
     caption_model = CaptionModel(model, processor, kind, name)

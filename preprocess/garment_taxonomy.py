@@ -16,7 +16,7 @@ import json
 import os
 from dataclasses import dataclass
 
-from ..models.errors import TryOnInputError
+from ..errors import TryOnInputError
 
 CATEGORIES = ("upper_body", "lower_body", "dresses")
 BUILTIN_TAXONOMY = os.path.join(os.path.dirname(os.path.abspath(__file__)), "garment_taxonomy.json")
@@ -30,9 +30,9 @@ _TAG_KEYS = {"name", "caption", "prompt", "count", "comment"}
 
 @dataclass(frozen=True)
 class Tag:
-    name: str      # shown in the scores
-    caption: str   # added to the description ("" = nothing)
-    prompt: str    # put into the templates for zero-shot scoring
+    name: str  # shown in the scores
+    caption: str  # added to the description ("" = nothing)
+    prompt: str  # put into the templates for zero-shot scoring
 
 
 @dataclass(frozen=True)
@@ -58,8 +58,9 @@ class Taxonomy:
         if category not in CATEGORIES:
             raise TryOnInputError(f"category: '{category}' is not one of {', '.join(CATEGORIES)}.")
         if category not in self.categories:
-            raise TryOnInputError(f"{input_name}: {self.source} has no '{category}' category. "
-                                  f"Add it under \"categories\" or choose one of: {', '.join(self.categories)}.")
+            raise TryOnInputError(
+                f"{input_name}: {self.source} has no '{category}' category. Add it under \"categories\" or choose one of: {', '.join(self.categories)}."
+            )
         return tuple(self.attributes[key] for key in self.categories[category])
 
 
@@ -71,8 +72,10 @@ class _Checker:
         self.source = source
 
     def fail(self, where: str, problem: str) -> TryOnInputError:
-        return TryOnInputError(f"{self.input_name}: {self.source} is not a valid garment taxonomy: {where}: {problem}. "
-                               "Fix the file (compare with the pack's preprocess/garment_taxonomy.json).")
+        return TryOnInputError(
+            f"{self.input_name}: {self.source} is not a valid garment taxonomy: {where}: {problem}. "
+            "Fix the file (compare with the pack's preprocess/garment_taxonomy.json)."
+        )
 
     def mapping(self, value, where: str, allowed: set[str], required: tuple[str, ...]) -> dict:
         if not isinstance(value, dict):
@@ -172,8 +175,7 @@ def _load_cached(path: str, mtime_ns: int, size: int, input_name: str, source: s
     except UnicodeDecodeError as error:
         raise TryOnInputError(f"{input_name}: {source} is not UTF-8 text ({error.reason}). Save it as UTF-8 JSON.") from error
     except json.JSONDecodeError as error:
-        raise TryOnInputError(f"{input_name}: {source} is not valid JSON: {error.msg} at line {error.lineno}, column {error.colno}. "
-                              "Fix the file.") from error
+        raise TryOnInputError(f"{input_name}: {source} is not valid JSON: {error.msg} at line {error.lineno}, column {error.colno}. Fix the file.") from error
     except OSError as error:
         raise TryOnInputError(f"{input_name}: cannot read {source} ({error.strerror}).") from error
     return parse_taxonomy(data, source, input_name)

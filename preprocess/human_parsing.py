@@ -26,10 +26,28 @@ import threading
 import cv2
 import numpy as np
 
-from ..models.errors import TryOnInputError
+from ..errors import TryOnInputError
 
-ATR_LABELS = ("background", "hat", "hair", "sunglasses", "upper_clothes", "skirt", "pants", "dress", "belt", "left_shoe",
-              "right_shoe", "face", "left_leg", "right_leg", "left_arm", "right_arm", "bag", "scarf")
+ATR_LABELS = (
+    "background",
+    "hat",
+    "hair",
+    "sunglasses",
+    "upper_clothes",
+    "skirt",
+    "pants",
+    "dress",
+    "belt",
+    "left_shoe",
+    "right_shoe",
+    "face",
+    "left_leg",
+    "right_leg",
+    "left_arm",
+    "right_arm",
+    "bag",
+    "scarf",
+)
 NECK = 18
 ATR_CLASSES = 18
 LIP_CLASSES = 20
@@ -38,20 +56,20 @@ ATR_FACE, ATR_UPPER_CLOTHES, ATR_LEFT_ARM, ATR_RIGHT_ARM = 11, 4, 14, 15
 
 MEAN_BGR = np.array([0.406, 0.456, 0.485], np.float32)
 STD_BGR = np.array([0.225, 0.224, 0.229], np.float32)
-HOLE_KEEP_AREA = 2000.0      # holes larger than this (pixels at 384x512) keep their labels
-REFERENCE_AREA = 384 * 512   # the image size the original parses at
+HOLE_KEEP_AREA = 2000.0  # holes larger than this (pixels at 384x512) keep their labels
+REFERENCE_AREA = 384 * 512  # the image size the original parses at
 
 
 @dataclasses.dataclass(frozen=True)
 class ParsingModel:
     """A loaded SCHP parsing network: its onnxruntime session, its square input size S and where it came from."""
 
-    session: object          # onnxruntime.InferenceSession (shared between models loaded from the same file)
+    session: object  # onnxruntime.InferenceSession (shared between models loaded from the same file)
     path: str
-    node_input: str          # the node input that chose the file, named in error messages
-    onnx_input: str          # the graph's input name (`input.1` in the SCHP exports)
-    size: int                # S: 512 for ATR, 473 for LIP
-    fusion_output: str       # name of the second graph output (the fused logits)
+    node_input: str  # the node input that chose the file, named in error messages
+    onnx_input: str  # the graph's input name (`input.1` in the SCHP exports)
+    size: int  # S: 512 for ATR, 473 for LIP
+    fusion_output: str  # name of the second graph output (the fused logits)
     num_classes: int | None  # 18 (ATR) or 20 (LIP) when the graph declares it
 
 
@@ -61,6 +79,7 @@ _LOCK = threading.Lock()
 
 def _providers() -> list[str]:
     import onnxruntime
+
     available = onnxruntime.get_available_providers()
     return (["CUDAExecutionProvider"] if "CUDAExecutionProvider" in available else []) + ["CPUExecutionProvider"]
 
@@ -68,9 +87,12 @@ def _providers() -> list[str]:
 def _session(path: str, input_name: str):
     """The onnxruntime session of `path`, cached until the file changes."""
     import onnxruntime
+
     if not os.path.isfile(path):
-        raise TryOnInputError(f"{input_name}: the model file {path!r} does not exist. Put the SCHP parsing models "
-                              "(parsing_atr.onnx, parsing_lip.onnx) in ComfyUI/models/humanparsing/ and refresh.")
+        raise TryOnInputError(
+            f"{input_name}: the model file {path!r} does not exist. Put the SCHP parsing models "
+            "(parsing_atr.onnx, parsing_lip.onnx) in ComfyUI/models/humanparsing/ and refresh."
+        )
     mtime = os.path.getmtime(path)
     with _LOCK:
         cached = _SESSIONS.get(path)
@@ -79,8 +101,10 @@ def _session(path: str, input_name: str):
         try:
             session = onnxruntime.InferenceSession(path, providers=_providers())
         except Exception as error:  # onnxruntime raises its own exception types for corrupt or non-ONNX files
-            raise TryOnInputError(f"{input_name}: {os.path.basename(path)} is not a readable ONNX model ({error}). "
-                                  "Download the SCHP parsing model again (parsing_atr.onnx / parsing_lip.onnx).") from error
+            raise TryOnInputError(
+                f"{input_name}: {os.path.basename(path)} is not a readable ONNX model ({error}). "
+                "Download the SCHP parsing model again (parsing_atr.onnx / parsing_lip.onnx)."
+            ) from error
         _SESSIONS[path] = (mtime, session)
         return session
 
@@ -92,11 +116,15 @@ def load_parsing_model(path: str, input_name: str) -> ParsingModel:
     name = os.path.basename(path)
     shape = list(inputs[0].shape) if len(inputs) == 1 else []
     if len(shape) != 4 or shape[1] != 3 or not isinstance(shape[2], int) or shape[2] != shape[3]:
-        raise TryOnInputError(f"{input_name}: {name} is not a SCHP parsing model (expected one input of shape "
-                              f"(1, 3, S, S), got {[(i.name, i.shape) for i in inputs]}). Choose parsing_atr.onnx or parsing_lip.onnx.")
+        raise TryOnInputError(
+            f"{input_name}: {name} is not a SCHP parsing model (expected one input of shape "
+            f"(1, 3, S, S), got {[(i.name, i.shape) for i in inputs]}). Choose parsing_atr.onnx or parsing_lip.onnx."
+        )
     if len(outputs) < 2:
-        raise TryOnInputError(f"{input_name}: {name} is not a SCHP parsing model (expected the outputs parsing, fusion, "
-                              f"edge; got {len(outputs)}). Choose parsing_atr.onnx or parsing_lip.onnx.")
+        raise TryOnInputError(
+            f"{input_name}: {name} is not a SCHP parsing model (expected the outputs parsing, fusion, "
+            f"edge; got {len(outputs)}). Choose parsing_atr.onnx or parsing_lip.onnx."
+        )
     fusion_shape = outputs[1].shape
     classes = fusion_shape[1] if len(fusion_shape) == 4 and isinstance(fusion_shape[1], int) else None
     return ParsingModel(session, path, input_name, inputs[0].name, int(shape[2]), outputs[1].name, classes)
@@ -113,8 +141,7 @@ def square_warp(width: int, height: int, size: int) -> np.ndarray:
 
 
 def _model_input(image_bgr: np.ndarray, warp: np.ndarray, size: int) -> np.ndarray:
-    warped = cv2.warpAffine(image_bgr, warp, (size, size), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_CONSTANT,
-                            borderValue=(0, 0, 0))
+    warped = cv2.warpAffine(image_bgr, warp, (size, size), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_CONSTANT, borderValue=(0, 0, 0))
     normalised = (warped.astype(np.float32) / 255.0 - MEAN_BGR) / STD_BGR
     return np.ascontiguousarray(normalised.transpose(2, 0, 1)[None])
 
@@ -122,6 +149,7 @@ def _model_input(image_bgr: np.ndarray, warp: np.ndarray, size: int) -> np.ndarr
 def _upsample_align_corners(logits: np.ndarray, size: int) -> np.ndarray:
     """(C, h, w) -> (size, size, C), bilinear with align_corners=True (corner samples map onto corner pixels)."""
     import torch
+
     tensor = torch.from_numpy(np.ascontiguousarray(logits, dtype=np.float32))[None]
     up = torch.nn.functional.interpolate(tensor, size=(size, size), mode="bilinear", align_corners=True)
     return up[0].permute(1, 2, 0).numpy()
@@ -137,12 +165,15 @@ def fused_logits(model: ParsingModel, image_rgb: np.ndarray) -> np.ndarray:
     outputs = model.session.run([model.fusion_output], {model.onnx_input: _model_input(image_bgr, warp, model.size)})
     fusion = np.asarray(outputs[0])
     if fusion.ndim != 4:
-        raise TryOnInputError(f"{model.node_input}: {os.path.basename(model.path)} returned fused logits of shape "
-                              f"{fusion.shape}; a SCHP model returns (1, classes, h, w).")
+        raise TryOnInputError(
+            f"{model.node_input}: {os.path.basename(model.path)} returned fused logits of shape {fusion.shape}; a SCHP model returns (1, classes, h, w)."
+        )
     upsampled = _upsample_align_corners(fusion[0], model.size)
     inverse = cv2.invertAffineTransform(warp)
-    channels = [cv2.warpAffine(upsampled[:, :, c], inverse, (width, height), flags=cv2.INTER_LINEAR,
-                               borderMode=cv2.BORDER_CONSTANT, borderValue=0) for c in range(upsampled.shape[2])]
+    channels = [
+        cv2.warpAffine(upsampled[:, :, c], inverse, (width, height), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_CONSTANT, borderValue=0)
+        for c in range(upsampled.shape[2])
+    ]
     return np.stack(channels, axis=-1)
 
 
@@ -159,8 +190,10 @@ def _as_uint8(image: np.ndarray) -> np.ndarray:
 
 def _check_classes(model: ParsingModel, logits: np.ndarray, expected: int, kind: str) -> None:
     if logits.shape[2] != expected:
-        raise TryOnInputError(f"{model.node_input}: {os.path.basename(model.path)} has {logits.shape[2]} labels, the {kind} "
-                              f"model has {expected}. Choose parsing_{kind.lower()}.onnx here.")
+        raise TryOnInputError(
+            f"{model.node_input}: {os.path.basename(model.path)} has {logits.shape[2]} labels, the {kind} "
+            f"model has {expected}. Choose parsing_{kind.lower()}.onnx here."
+        )
 
 
 def _flood_fill_holes(binary: np.ndarray) -> np.ndarray:

@@ -2,11 +2,19 @@
 
 from __future__ import annotations
 
+import numpy as np
 import torch
 
-from ..models.errors import TryOnInputError
+from ..errors import TryOnInputError
 
 MAX_SIDE = 4096
+
+
+def to_uint8(image: torch.Tensor | np.ndarray) -> np.ndarray:
+    """A [0, 1] float image (tensor or array, any shape) as uint8 pixels: clipped to [0, 1], x 255, rounded to nearest."""
+    if isinstance(image, torch.Tensor):
+        image = image.detach().float().cpu().numpy()
+    return np.rint(np.clip(np.asarray(image, dtype=np.float32), 0.0, 1.0) * np.float32(255.0)).astype(np.uint8)
 
 
 def as_rgb(image: torch.Tensor, input_name: str) -> torch.Tensor:
@@ -19,8 +27,7 @@ def as_rgb(image: torch.Tensor, input_name: str) -> torch.Tensor:
         raise TryOnInputError(f"{input_name}: the image contains NaN or Inf values. Check the node that produced it.")
     if max(image.shape[1:3]) > MAX_SIDE:
         what = "the person (e.g. with 'Try-On Fit Image' or ImageScale)" if input_name == "person_image" else "it (e.g. with ImageScale)"
-        raise TryOnInputError(f"{input_name}: {image.shape[2]}x{image.shape[1]} exceeds the {MAX_SIDE}px limit a side. "
-                              f"Downscale or crop {what} first.")
+        raise TryOnInputError(f"{input_name}: {image.shape[2]}x{image.shape[1]} exceeds the {MAX_SIDE}px limit a side. Downscale or crop {what} first.")
     channels = image.shape[-1]
     if channels in (1, 2):
         image = image[..., :1].expand(*image.shape[:-1], 3)
@@ -44,8 +51,7 @@ def resize_image(image: torch.Tensor, height: int, width: int) -> torch.Tensor:
     """Bilinear (antialiased) resize of a (B, H, W, C) image; no-op at the same size."""
     if image.shape[1:3] == (height, width):
         return image
-    resized = torch.nn.functional.interpolate(image.movedim(-1, 1), size=(height, width), mode="bilinear",
-                                              align_corners=False, antialias=True)
+    resized = torch.nn.functional.interpolate(image.movedim(-1, 1), size=(height, width), mode="bilinear", align_corners=False, antialias=True)
     return resized.movedim(1, -1).clamp(0, 1)
 
 
@@ -62,8 +68,10 @@ def common_batch(sizes: dict[str, int]) -> int:
     wrong = {name: size for name, size in sizes.items() if size not in (1, batch)}
     if wrong:
         listed = ", ".join(f"{name}={size}" for name, size in sizes.items())
-        raise TryOnInputError(f"batch sizes do not match ({listed}): each input needs batch 1 or {batch}. "
-                              "Use the same number of persons, masks, DensePose images and garments, or a single one.")
+        raise TryOnInputError(
+            f"batch sizes do not match ({listed}): each input needs batch 1 or {batch}. "
+            "Use the same number of persons, masks, DensePose images and garments, or a single one."
+        )
     return batch
 
 

@@ -29,8 +29,7 @@ def feather_mask(mask: torch.Tensor, pixels: int) -> torch.Tensor:
         return mask
     size = 2 * pixels + 1
     sigma = pixels / 2.0
-    out = [torch.from_numpy(cv2.GaussianBlur(m.cpu().float().numpy(), (size, size), sigma, borderType=cv2.BORDER_REPLICATE))
-           for m in mask]
+    out = [torch.from_numpy(cv2.GaussianBlur(m.cpu().float().numpy(), (size, size), sigma, borderType=cv2.BORDER_REPLICATE)) for m in mask]
     return torch.stack(out).to(mask).clamp(0, 1)
 
 

@@ -15,7 +15,7 @@ import scipy.ndimage
 import torch
 from torch import nn
 
-from ..models.errors import TryOnInputError
+from ..errors import TryOnInputError
 from ..models.weights_io import read_state_dict
 
 NUM_PARTS = 18
@@ -34,19 +34,68 @@ GAUSSIAN_SIGMA = 3.0
 # 10 r-ankle, 11 l-hip, 12 l-knee, 13 l-ankle, 14 r-eye, 15 l-eye, 16 r-ear, 17 l-ear.
 # The 19 limbs (part A -> part B, 0-based) in OpenPose's order, and the two PAF channels (x, y) that score each one.
 LIMBS: tuple[tuple[int, int], ...] = (
-    (1, 2), (1, 5), (2, 3), (3, 4), (5, 6), (6, 7), (1, 8), (8, 9), (9, 10), (1, 11),
-    (11, 12), (12, 13), (1, 0), (0, 14), (14, 16), (0, 15), (15, 17), (2, 16), (5, 17),
+    (1, 2),
+    (1, 5),
+    (2, 3),
+    (3, 4),
+    (5, 6),
+    (6, 7),
+    (1, 8),
+    (8, 9),
+    (9, 10),
+    (1, 11),
+    (11, 12),
+    (12, 13),
+    (1, 0),
+    (0, 14),
+    (14, 16),
+    (0, 15),
+    (15, 17),
+    (2, 16),
+    (5, 17),
 )
 LIMB_PAF_CHANNELS: tuple[tuple[int, int], ...] = (
-    (12, 13), (20, 21), (14, 15), (16, 17), (22, 23), (24, 25), (0, 1), (2, 3), (4, 5), (6, 7),
-    (8, 9), (10, 11), (28, 29), (30, 31), (34, 35), (32, 33), (36, 37), (18, 19), (26, 27),
+    (12, 13),
+    (20, 21),
+    (14, 15),
+    (16, 17),
+    (22, 23),
+    (24, 25),
+    (0, 1),
+    (2, 3),
+    (4, 5),
+    (6, 7),
+    (8, 9),
+    (10, 11),
+    (28, 29),
+    (30, 31),
+    (34, 35),
+    (32, 33),
+    (36, 37),
+    (18, 19),
+    (26, 27),
 )
 # Limbs from index 17 on (ear-shoulder links) only join parts to existing people; they never start a new one.
 FIRST_NON_SEEDING_LIMB = 17
 
 # Backbone: VGG-19's first ten 3x3 convs (max-pool after conv1_2, conv2_2, conv3_4), then the two CPM convs.
-BACKBONE = ("conv1_1", "conv1_2", "pool", "conv2_1", "conv2_2", "pool", "conv3_1", "conv3_2", "conv3_3", "conv3_4", "pool",
-            "conv4_1", "conv4_2", "conv4_3_CPM", "conv4_4_CPM")
+BACKBONE = (
+    "conv1_1",
+    "conv1_2",
+    "pool",
+    "conv2_1",
+    "conv2_2",
+    "pool",
+    "conv3_1",
+    "conv3_2",
+    "conv3_3",
+    "conv3_4",
+    "pool",
+    "conv4_1",
+    "conv4_2",
+    "conv4_3_CPM",
+    "conv4_4_CPM",
+)
 STAGES = 6
 
 
@@ -120,8 +169,10 @@ def conv_shapes_from_state_dict(state_dict: dict[str, torch.Tensor], input_name:
 
     def check(name: str, in_channels: int) -> None:
         if shapes[name][1] != in_channels:
-            raise TryOnInputError(f"{input_name}: {file_name} layer {name} takes {shapes[name][1]} channels where {in_channels} arrive; "
-                                  "the file is not a consistent OpenPose body model.")
+            raise TryOnInputError(
+                f"{input_name}: {file_name} layer {name} takes {shapes[name][1]} channels where {in_channels} arrive; "
+                "the file is not a consistent OpenPose body model."
+            )
 
     previous = 3
     for name in BACKBONE:
@@ -137,8 +188,9 @@ def conv_shapes_from_state_dict(state_dict: dict[str, torch.Tensor], input_name:
                 check(name, previous)
                 previous = out(name)
             if previous != channels:
-                raise TryOnInputError(f"{input_name}: {file_name} stage {stage} outputs {previous} channels instead of {channels}; "
-                                      "this is not the COCO-18 OpenPose body model.")
+                raise TryOnInputError(
+                    f"{input_name}: {file_name} stage {stage} outputs {previous} channels instead of {channels}; this is not the COCO-18 OpenPose body model."
+                )
     return shapes
 
 
@@ -252,8 +304,7 @@ def find_peaks(heatmaps: np.ndarray, threshold: float = PEAK_THRESHOLD, sigma: f
         padded = np.pad(smooth, 1, mode="constant", constant_values=0)
         centre = padded[1:-1, 1:-1]
         is_peak = (
-            (centre >= padded[:-2, 1:-1]) & (centre >= padded[2:, 1:-1]) & (centre >= padded[1:-1, :-2]) & (centre >= padded[1:-1, 2:])
-            & (centre > threshold)
+            (centre >= padded[:-2, 1:-1]) & (centre >= padded[2:, 1:-1]) & (centre >= padded[1:-1, :-2]) & (centre >= padded[1:-1, 2:]) & (centre > threshold)
         )
         ys, xs = np.nonzero(is_peak)
         order = np.lexsort((xs, ys))  # row-major, as np.nonzero already gives
@@ -270,7 +321,7 @@ def score_limb_candidates(cand_a: np.ndarray, cand_b: np.ndarray, paf_xy: np.nda
     a = cand_a[:, None, :2]
     b = cand_b[None, :, :2]
     vec = b - a  # (nA, nB, 2)
-    norm = np.maximum(np.sqrt((vec ** 2).sum(-1)), 1e-3)
+    norm = np.maximum(np.sqrt((vec**2).sum(-1)), 1e-3)
     unit = vec / norm[..., None]
     t = np.linspace(0.0, 1.0, PAF_SAMPLES)
     xs = a[..., 0:1] + (b[..., 0:1] - a[..., 0:1]) * t  # (nA, nB, samples)

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import torch
 
-from ..models.errors import TryOnInputError
+from ..errors import TryOnInputError
 from .images import common_batch, resize_image
 from .mask_ops import feather_mask, grow_mask
 from .person_crop import Box, CropInfo
@@ -23,8 +23,7 @@ def _full_box(width: int, height: int) -> Box:
     return 0, 0, width, height
 
 
-def mask_in_original(mask: torch.Tensor, boxes: list[Box], original_size: tuple[int, int],
-                     crop_sizes: list[tuple[int, int]]) -> torch.Tensor:
+def mask_in_original(mask: torch.Tensor, boxes: list[Box], original_size: tuple[int, int], crop_sizes: list[tuple[int, int]]) -> torch.Tensor:
     """(B, H, W) mask in original-photo coordinates from a mask at the original size or at one of `crop_sizes` (h, w).
 
     `boxes` has one box per output item; the mask's batch is 1 or that count.
@@ -40,8 +39,10 @@ def mask_in_original(mask: torch.Tensor, boxes: list[Box], original_size: tuple[
     if mask_size == (height, width):
         return mask.float().expand(len(boxes), height, width).clone()
     accepted = " or ".join(f"{w}x{h}" for h, w in dict.fromkeys([*crop_sizes, (height, width)]))
-    raise TryOnInputError(f"mask: its size {mask_size[1]}x{mask_size[0]} matches neither the try-on result / crop nor the "
-                          f"original photo (expected {accepted}). Wire the mask used for the try-on, or the original photo's mask.")
+    raise TryOnInputError(
+        f"mask: its size {mask_size[1]}x{mask_size[0]} matches neither the try-on result / crop nor the "
+        f"original photo (expected {accepted}). Wire the mask used for the try-on, or the original photo's mask."
+    )
 
 
 def blend_weights(mask: torch.Tensor, boxes: list[Box], grow: int, feather: int) -> torch.Tensor:
@@ -53,8 +54,9 @@ def blend_weights(mask: torch.Tensor, boxes: list[Box], grow: int, feather: int)
     return torch.where(inside, alpha, torch.zeros_like(alpha))
 
 
-def paste_back(original: torch.Tensor, result: torch.Tensor, mask: torch.Tensor, grow: int = 0, feather: int = 0,
-               crop_info: CropInfo | None = None) -> torch.Tensor:
+def paste_back(
+    original: torch.Tensor, result: torch.Tensor, mask: torch.Tensor, grow: int = 0, feather: int = 0, crop_info: CropInfo | None = None
+) -> torch.Tensor:
     """Composites `result` (B, h, w, 3) into `original` (1 or B, H, W, 3) inside `mask`; returns (B, H, W, 3).
 
     Without `crop_info` the result covers the whole photo (resized to it when its size differs). Pixels whose
@@ -64,8 +66,10 @@ def paste_back(original: torch.Tensor, result: torch.Tensor, mask: torch.Tensor,
     sizes = {"original_image": original.shape[0], "tryon_image": result.shape[0], "mask": mask.shape[0]}
     if crop_info is not None:
         if (crop_info.original_width, crop_info.original_height) != (width, height):
-            raise TryOnInputError(f"original_image: it is {width}x{height} but crop_info was made from a "
-                                  f"{crop_info.original_width}x{crop_info.original_height} image. Wire the image that went into the crop node.")
+            raise TryOnInputError(
+                f"original_image: it is {width}x{height} but crop_info was made from a "
+                f"{crop_info.original_width}x{crop_info.original_height} image. Wire the image that went into the crop node."
+            )
         sizes["crop_info"] = len(crop_info.boxes)
     batch = common_batch(sizes)
     boxes = [crop_info.box(i) if crop_info is not None else _full_box(width, height) for i in range(batch)]
@@ -91,4 +95,3 @@ def paste_back(original: torch.Tensor, result: torch.Tensor, mask: torch.Tensor,
 def mask_is_empty(mask: torch.Tensor) -> bool:
     """True when no mask pixel asks for a repaint (all weights zero)."""
     return not bool((mask > 0).any())
-

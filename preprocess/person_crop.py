@@ -23,13 +23,13 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from ..models.errors import TryOnInputError
+from ..errors import TryOnInputError
 from .images import resize_image
 
 Box = tuple[int, int, int, int]
 
-EXACT_UNIT_MAX = 32        # px: largest aspect unit (e.g. 3x4) that is used as an exact step for box sizes
-POSE_BOX_PAD = 0.1         # keypoints sit inside the body outline (head top above the eyes, feet below ankles)
+EXACT_UNIT_MAX = 32  # px: largest aspect unit (e.g. 3x4) that is used as an exact step for box sizes
+POSE_BOX_PAD = 0.1  # keypoints sit inside the body outline (head top above the eyes, feet below ankles)
 MISSING_KEYPOINT_MAX = 1.0  # OpenPose convention: a keypoint with x <= 1 and y <= 1 is missing
 
 
@@ -112,8 +112,7 @@ def _place(centre: float, size: int, limit: int) -> int:
     return int(min(max(0, round(centre - size / 2)), limit - size))
 
 
-def person_box(person: Box, image_width: int, image_height: int, target_width: int = 768, target_height: int = 1024,
-               margin: float = 0.1) -> Box:
+def person_box(person: Box, image_width: int, image_height: int, target_width: int = 768, target_height: int = 1024, margin: float = 0.1) -> Box:
     """Box at the target aspect around a person box, `margin` x the person box's longer side added on every side.
 
     Centred on the person and clamped inside the image; shrunk to fit when needed (see the module docstring).
@@ -150,9 +149,15 @@ def crop_mask(mask: torch.Tensor, box: Box, width: int, height: int) -> torch.Te
 PERSON_SOURCES = ("auto", "mask", "pose", "parsing", "centre")
 
 
-def locate_person(source: str, index: int, width: int, height: int, mask: torch.Tensor | None = None,
-                  keypoints: Callable[[], np.ndarray | None] | None = None,
-                  labels: Callable[[], np.ndarray] | None = None) -> tuple[Box | None, str]:
+def locate_person(
+    source: str,
+    index: int,
+    width: int,
+    height: int,
+    mask: torch.Tensor | None = None,
+    keypoints: Callable[[], np.ndarray | None] | None = None,
+    labels: Callable[[], np.ndarray] | None = None,
+) -> tuple[Box | None, str]:
     """The person box of image `index` from the chosen source, and the source used; (None, "centre") = centred crop.
 
     `mask` is that image's (H, W) mask; `keypoints` and `labels` are lazy callables (pose, parsing), so that `auto`
@@ -168,7 +173,7 @@ def locate_person(source: str, index: int, width: int, height: int, mask: torch.
         "pose": ("pose_keypoint", keypoints is not None, lambda: bbox_from_keypoints(keypoints(), width, height)),
         "parsing": ("parsing_model", labels is not None, lambda: bbox_from_labels(labels())),
     }
-    for name in (finders if source == "auto" else (source,)):
+    for name in finders if source == "auto" else (source,):
         input_name, connected, find = finders[name]
         if not connected:
             if source == "auto":
@@ -179,6 +184,8 @@ def locate_person(source: str, index: int, width: int, height: int, mask: torch.
         if box is not None:
             return box, name
         if source != "auto":
-            raise TryOnInputError(f"{input_name}: no person found in image {index} of the batch (the {name} source is empty). "
-                                  "Check that input, or use person_source 'auto' or 'centre'.")
+            raise TryOnInputError(
+                f"{input_name}: no person found in image {index} of the batch (the {name} source is empty). "
+                "Check that input, or use person_source 'auto' or 'centre'."
+            )
     return None, "centre"

@@ -13,7 +13,7 @@ from typing import Any
 
 import numpy as np
 
-from ..models.errors import TryOnInputError
+from ..errors import TryOnInputError
 
 NUM_BODY_POINTS = 18
 INPUT_NAME = "pose_keypoint"
@@ -36,8 +36,10 @@ def _frame(pose_keypoint: Any, image_index: int) -> dict:
     if isinstance(pose_keypoint, dict):
         return pose_keypoint
     if not isinstance(pose_keypoint, (list, tuple)) or not pose_keypoint:
-        raise _error(f"expected a list of pose dicts (one per image), got {type(pose_keypoint).__name__}"
-                     + (" (empty)" if isinstance(pose_keypoint, (list, tuple)) else ""))
+        raise _error(
+            f"expected a list of pose dicts (one per image), got {type(pose_keypoint).__name__}"
+            + (" (empty)" if isinstance(pose_keypoint, (list, tuple)) else "")
+        )
     if len(pose_keypoint) == 1:
         frame = pose_keypoint[0]
     elif 0 <= image_index < len(pose_keypoint):
@@ -117,7 +119,8 @@ def pose_json_from_keypoints(keypoints: list[np.ndarray | None], width: int, hei
             points = np.asarray(points, dtype=np.float64).reshape(NUM_BODY_POINTS, 2)
             present = ~((points[:, 0] == 0) & (points[:, 1] == 0))
             flat = np.concatenate([points * present[:, None], present[:, None].astype(np.float64)], axis=1).reshape(-1)
-            people.append({"pose_keypoints_2d": [float(v) for v in flat], "face_keypoints_2d": None,
-                           "hand_left_keypoints_2d": None, "hand_right_keypoints_2d": None})
+            people.append(
+                {"pose_keypoints_2d": [float(v) for v in flat], "face_keypoints_2d": None, "hand_left_keypoints_2d": None, "hand_right_keypoints_2d": None}
+            )
         frames.append({"people": people, "canvas_width": int(width), "canvas_height": int(height)})
     return frames

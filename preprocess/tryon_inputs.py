@@ -6,7 +6,7 @@ from dataclasses import dataclass
 
 import torch
 
-from ..models.errors import TryOnInputError
+from ..errors import TryOnInputError
 from .images import as_mask, as_rgb, common_batch, repeat_to_batch, resize_image, resize_mask_nearest
 
 LATENT_FACTOR = 8
@@ -16,18 +16,21 @@ MIN_SIDE = 64
 @dataclass
 class TryOnPixels:
     """Pixel inputs at the working size, all with the same batch."""
-    person: torch.Tensor          # (B, H, W, 3) in [0, 1]
-    mask: torch.Tensor            # (B, H, W) in {0, 1}, 1 = repaint
-    masked_person: torch.Tensor   # person where mask < 0.5, mid-grey (0 in [-1, 1]) elsewhere
-    densepose: torch.Tensor       # (B, H, W, 3)
-    garment: torch.Tensor         # (B or 1, H, W, 3)
+
+    person: torch.Tensor  # (B, H, W, 3) in [0, 1]
+    mask: torch.Tensor  # (B, H, W) in {0, 1}, 1 = repaint
+    masked_person: torch.Tensor  # person where mask < 0.5, mid-grey (0 in [-1, 1]) elsewhere
+    densepose: torch.Tensor  # (B, H, W, 3)
+    garment: torch.Tensor  # (B or 1, H, W, 3)
 
 
 def working_size(height: int, width: int) -> tuple[int, int]:
     """The person size rounded down to multiples of 8 (the VAE's factor)."""
     if min(height, width) < MIN_SIDE:
-        raise TryOnInputError(f"person_image: {width}x{height} is too small; IDM-VTON needs at least {MIN_SIDE}px a side "
-                              "(it was trained at 768x1024). Upscale or crop a larger region.")
+        raise TryOnInputError(
+            f"person_image: {width}x{height} is too small; IDM-VTON needs at least {MIN_SIDE}px a side "
+            "(it was trained at 768x1024). Upscale or crop a larger region."
+        )
     return height - height % LATENT_FACTOR, width - width % LATENT_FACTOR
 
 
@@ -45,8 +48,7 @@ def prepare_pixels(person: torch.Tensor, mask: torch.Tensor, densepose: torch.Te
     person, densepose, garment = as_rgb(person, "person_image"), as_rgb(densepose, "densepose_image"), as_rgb(garment, "garment_image")
     mask = as_mask(mask, "mask")
     height, width = working_size(*person.shape[1:3])
-    batch = common_batch({"person_image": person.shape[0], "mask": mask.shape[0],
-                          "densepose_image": densepose.shape[0], "garment_image": garment.shape[0]})
+    batch = common_batch({"person_image": person.shape[0], "mask": mask.shape[0], "densepose_image": densepose.shape[0], "garment_image": garment.shape[0]})
     person = repeat_to_batch(resize_image(person, height, width), batch)
     mask = binarize_mask(repeat_to_batch(resize_mask_nearest(mask, height, width), batch))
     empty = [index for index in range(batch) if float(mask[index].sum()) == 0]

@@ -1,4 +1,10 @@
-"""Shared fixtures: ComfyUI on the path, tiny model folders, an in-process executor and a real server."""
+"""Shared fixtures: ComfyUI on the path, tiny model folders, an in-process executor and a real server.
+
+Layout: `unit/` (functions and in-process ComfyUI), `server/` (a real ComfyUI server), `browser/` (the real frontend
+in headless Chromium), `support/` (helpers, importable by module name), `data/` (committed test data). Each test
+gets the marker of its folder (`pytest -m unit`, `-m "not browser"`). Tests import the pack one way: the `pack`
+fixture imports it as ComfyUI does, as the package `comfyui_tryon`; then `from comfyui_tryon.<module> import ...`.
+"""
 
 from __future__ import annotations
 
@@ -8,12 +14,23 @@ import sys
 
 import pytest
 
-sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent))
+sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent / "support"))
 sys.path.insert(1, str(pathlib.Path(__file__).resolve().parents[1] / "tools"))
 import comfy_host  # noqa: E402
 
 comfy_host.prepare_in_process()
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+
+KINDS = ("unit", "server", "browser")
+
+
+def pytest_collection_modifyitems(config, items):
+    """Marks every test with the kind of its folder."""
+    for item in items:
+        kind = pathlib.Path(str(item.fspath)).parent.name
+        if kind in KINDS:
+            item.add_marker(getattr(pytest.mark, kind))
 
 
 @pytest.fixture(scope="session")
@@ -35,6 +52,7 @@ def pack(fixture_models):
     import asyncio
 
     import nodes
+
     asyncio.run(nodes.init_extra_nodes(init_custom_nodes=False, init_api_nodes=False))
     nodes.NODE_CLASS_MAPPINGS.update(module.NODE_CLASS_MAPPINGS)
     nodes.NODE_DISPLAY_NAME_MAPPINGS.update(module.NODE_DISPLAY_NAME_MAPPINGS)
@@ -46,6 +64,7 @@ def pack(fixture_models):
 def layout_repo(tmp_path_factory) -> pathlib.Path:
     """IDM-VTON HF layout folder with the real depths (70 transformer blocks)."""
     from tiny_models import PRESETS, write_idm_layout
+
     return write_idm_layout(tmp_path_factory.mktemp("layout"), PRESETS["layout"])
 
 
@@ -71,12 +90,12 @@ def executor(pack):
 
     def run(prompt: dict, outputs: list[str] | None = None) -> dict:
         import asyncio
+
         valid = asyncio.run(execution.validate_prompt("test", prompt, None))
         if not valid[0]:
             raise comfy_host.PromptRejected(valid[1], valid[3])
         prompt_executor.execute(prompt, "test", {}, outputs or valid[2])
-        return {"success": prompt_executor.success, "messages": prompt_executor.status_messages,
-                "history": prompt_executor.history_result}
+        return {"success": prompt_executor.success, "messages": prompt_executor.status_messages, "history": prompt_executor.history_result}
 
     return run
 
@@ -96,6 +115,7 @@ def server(fixture_models, tmp_path_factory):
 def host(fixture_models, tmp_path_factory):
     """The reliability matrix's server: the fixtures plus bad model files and test-only input nodes."""
     import reliability_host
+
     server = reliability_host.start_server(tmp_path_factory.mktemp("reliability"), fixture_models)
     try:
         yield server

@@ -12,7 +12,7 @@ import sys
 import tempfile
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
-sys.path[:0] = [str(REPO / "tools"), str(REPO / "tests")]
+sys.path[:0] = [str(REPO / "tools"), str(REPO / "tests" / "support")]
 
 from ui_workflow import UIWorkflow  # noqa: E402
 
@@ -42,38 +42,62 @@ class Builder:
 
     def models(self, x: int, y: int, tryon_name: str = "IDM-VTON/unet/diffusion_pytorch_model.bin"):
         w = self.w
-        self.checkpoint = w.node("CheckpointLoaderSimple", (x, y), {"ckpt_name": "sd_xl_base_1.0.safetensors"},
-                                 title="SDXL base 1.0 (GarmentNet, CLIP, VAE)")
+        self.checkpoint = w.node("CheckpointLoaderSimple", (x, y), {"ckpt_name": "sd_xl_base_1.0.safetensors"}, title="SDXL base 1.0 (GarmentNet, CLIP, VAE)")
         self.tryon = w.node("IDMVTONTryonNetLoader", (x, y + 140), {"tryon_net_name": tryon_name})
-        self.vision = w.node("CLIPVisionLoader", (x, y + 270), {"clip_name": "CLIP-ViT-H-14-laion2B-s32B-b79K.safetensors"},
-                             title="CLIP Vision ViT-H (IP-Adapter)")
+        self.vision = w.node(
+            "CLIPVisionLoader", (x, y + 270), {"clip_name": "CLIP-ViT-H-14-laion2B-s32B-b79K.safetensors"}, title="CLIP Vision ViT-H (IP-Adapter)"
+        )
 
     def prompts(self, x: int, y: int, caption):
         w = self.w
         clip = self.checkpoint.out("CLIP")
-        self.positive = w.node("CLIPTextEncode", (x, y), {"text": ""}, {"clip": clip, "text": caption.out("tryon_prompt")},
-                               title="TryonNet prompt")
-        self.garment_text = w.node("CLIPTextEncode", (x, y + 130), {"text": ""}, {"clip": clip, "text": caption.out("garment_prompt")},
-                                   title="GarmentNet prompt")
+        self.positive = w.node("CLIPTextEncode", (x, y), {"text": ""}, {"clip": clip, "text": caption.out("tryon_prompt")}, title="TryonNet prompt")
+        self.garment_text = w.node(
+            "CLIPTextEncode", (x, y + 130), {"text": ""}, {"clip": clip, "text": caption.out("garment_prompt")}, title="GarmentNet prompt"
+        )
         self.negative = w.node("CLIPTextEncode", (x, y + 260), {"text": NEGATIVE}, {"clip": clip}, title="Negative prompt")
 
     def apply_and_sample(self, x: int, y: int, person, mask, densepose, garment):
         w = self.w
-        self.apply = w.node("IDMVTONApply", (x, y), {}, {
-            "tryon_model": self.tryon.out(0), "garment_model": self.checkpoint.out("MODEL"),
-            "garment_conditioning": self.garment_text.out(0), "vae": self.checkpoint.out("VAE"), "person_image": person,
-            "mask": mask, "densepose_image": densepose, "garment_image": garment, "clip_vision": self.vision.out(0),
-            "positive": self.positive.out(0), "negative": self.negative.out(0)})
-        self.sampler = w.node("KSampler", (x + 380, y), {"seed": 42, "steps": 30, "cfg": 2.0, "sampler_name": "ddpm",
-                                                         "scheduler": "ddim_uniform", "denoise": 1.0},
-                              {"model": self.apply.out("model"), "positive": self.apply.out("positive"),
-                               "negative": self.apply.out("negative"), "latent_image": self.apply.out("latent")})
+        self.apply = w.node(
+            "IDMVTONApply",
+            (x, y),
+            {},
+            {
+                "tryon_model": self.tryon.out(0),
+                "garment_model": self.checkpoint.out("MODEL"),
+                "garment_conditioning": self.garment_text.out(0),
+                "vae": self.checkpoint.out("VAE"),
+                "person_image": person,
+                "mask": mask,
+                "densepose_image": densepose,
+                "garment_image": garment,
+                "clip_vision": self.vision.out(0),
+                "positive": self.positive.out(0),
+                "negative": self.negative.out(0),
+            },
+        )
+        self.sampler = w.node(
+            "KSampler",
+            (x + 380, y),
+            {"seed": 42, "steps": 30, "cfg": 2.0, "sampler_name": "ddpm", "scheduler": "ddim_uniform", "denoise": 1.0},
+            {
+                "model": self.apply.out("model"),
+                "positive": self.apply.out("positive"),
+                "negative": self.apply.out("negative"),
+                "latent_image": self.apply.out("latent"),
+            },
+        )
         self.decode = w.node("VAEDecode", (x + 380, y + 330), {}, {"samples": self.sampler.out(0), "vae": self.checkpoint.out("VAE")})
 
     def paste_and_save(self, x: int, y: int, original, mask, crop_info, prefix: str):
         w = self.w
-        self.paste = w.node("TryOnPasteBack", (x, y), {"grow": 8, "feather": 8},
-                            {"original_image": original, "tryon_image": self.decode.out(0), "mask": mask, "crop_info": crop_info})
+        self.paste = w.node(
+            "TryOnPasteBack",
+            (x, y),
+            {"grow": 8, "feather": 8},
+            {"original_image": original, "tryon_image": self.decode.out(0), "mask": mask, "crop_info": crop_info},
+        )
         w.node("SaveImage", (x + 380, y), {"filename_prefix": prefix}, {"images": self.paste.out(0)}, width=420)
         w.node("PreviewImage", (x, y + 260), {}, {"images": self.decode.out(0)}, title="Try-on crop (before paste-back)")
 
@@ -81,22 +105,40 @@ class Builder:
         """Person photo -> Person Crop (found by the parsing model) -> Agnostic Mask + DensePose on the crop."""
         w = self.w
         person = w.node("LoadImage", (0, 0), {"image": "person.png"}, title="Person photo")
-        crop = w.node("TryOnPersonCrop", (0, 360), {"width": 768, "height": 1024, "margin": 0.1, "person_source": "auto",
-                                                     "parsing_model": "parsing_atr.onnx"}, {"image": person.out("IMAGE")})
-        mask = w.node("TryOnAgnosticMask", (400, 0), {"atr_model": "parsing_atr.onnx", "lip_model": "parsing_lip.onnx",
-                                                      "pose_model": "body_pose_model.pth", "category": category,
-                                                      "model_type": model_type, "grow": 0, "feather": 0}, {"image": crop.out("image")})
+        crop = w.node(
+            "TryOnPersonCrop",
+            (0, 360),
+            {"width": 768, "height": 1024, "margin": 0.1, "person_source": "auto", "parsing_model": "parsing_atr.onnx"},
+            {"image": person.out("IMAGE")},
+        )
+        mask = w.node(
+            "TryOnAgnosticMask",
+            (400, 0),
+            {
+                "atr_model": "parsing_atr.onnx",
+                "lip_model": "parsing_lip.onnx",
+                "pose_model": "body_pose_model.pth",
+                "category": category,
+                "model_type": model_type,
+                "grow": 0,
+                "feather": 0,
+            },
+            {"image": crop.out("image")},
+        )
         if preview:
             w.node("PreviewImage", (400, 380), {}, {"images": mask.out("preview")}, title="Mask preview (grey = repainted)")
-        densepose = w.node("TryOnDensePose", (400, densepose_y), {"densepose_model": "densepose_r50_fpn_dl.torchscript"},
-                           {"image": crop.out("image")})
+        densepose = w.node("TryOnDensePose", (400, densepose_y), {"densepose_model": "densepose_r50_fpn_dl.torchscript"}, {"image": crop.out("image")})
         return person, crop, mask, densepose
 
     def garment_and_prompts(self, garment_file: str, category: str, tryon_name: str = "IDM-VTON/unet/diffusion_pytorch_model.bin"):
         """Garment photo (fitted) -> caption -> the three prompts, plus the model loaders; returns the fitted garment."""
         garment = self.garment(800, 0, garment_file)
-        caption = self.w.node("TryOnGarmentCaption", (800, 500), {"category": category, "caption_model": "clip-vit-large-patch14",
-                                                                  "description": ""}, {"garment_image": garment.out(0)})
+        caption = self.w.node(
+            "TryOnGarmentCaption",
+            (800, 500),
+            {"category": category, "caption_model": "clip-vit-large-patch14", "description": ""},
+            {"garment_image": garment.out(0)},
+        )
         self.models(1200, 0, tryon_name)
         self.prompts(1200, 420, caption)
         return garment
@@ -106,8 +148,14 @@ class Builder:
         return self.w.node("TryOnFitImage", (x, y + 340), {"width": 768, "height": 1024, "mode": "pad"}, {"image": load.out("IMAGE")})
 
 
-def upper_body(object_info: dict, category: str = "upper_body", tryon_name: str = "IDM-VTON/unet/diffusion_pytorch_model.bin",
-               model_type: str = "hd", garment_file: str = "garment.png", prefix: str = "idm_vton_upper_body") -> UIWorkflow:
+def upper_body(
+    object_info: dict,
+    category: str = "upper_body",
+    tryon_name: str = "IDM-VTON/unet/diffusion_pytorch_model.bin",
+    model_type: str = "hd",
+    garment_file: str = "garment.png",
+    prefix: str = "idm_vton_upper_body",
+) -> UIWorkflow:
     """The full automatic pipeline: crop -> mask + DensePose + caption -> apply -> KSampler -> decode -> paste-back."""
     b = Builder(object_info)
     w = b.w
@@ -125,12 +173,21 @@ def manual_mask(object_info: dict) -> UIWorkflow:
     b = Builder(object_info)
     w = b.w
     w.note(MODELS_NOTE, (0, -330), (760, 300), "Where the model files go")
-    w.note("## Your own mask\nRight-click the person photo > Open in MaskEditor, paint over the garment area (arms and neck too "
-           "if the new garment changes them), Save. The painted area is repainted; everything else stays your photo.\n"
-           "The crop follows the mask (person_source: mask).", (800, -330), (620, 300), "Mask editor")
+    w.note(
+        "## Your own mask\nRight-click the person photo > Open in MaskEditor, paint over the garment area (arms and neck too "
+        "if the new garment changes them), Save. The painted area is repainted; everything else stays your photo.\n"
+        "The crop follows the mask (person_source: mask).",
+        (800, -330),
+        (620, 300),
+        "Mask editor",
+    )
     person = w.node("LoadImage", (0, 0), {"image": "person_masked.png"}, title="Person photo (mask painted in the mask editor)")
-    crop = w.node("TryOnPersonCrop", (0, 360), {"width": 768, "height": 1024, "margin": 0.3, "person_source": "mask"},
-                  {"image": person.out("IMAGE"), "mask": person.out("MASK")})
+    crop = w.node(
+        "TryOnPersonCrop",
+        (0, 360),
+        {"width": 768, "height": 1024, "margin": 0.3, "person_source": "mask"},
+        {"image": person.out("IMAGE"), "mask": person.out("MASK")},
+    )
     densepose = w.node("TryOnDensePose", (400, 0), {"densepose_model": "densepose_r50_fpn_dl.torchscript"}, {"image": crop.out("image")})
     garment = b.garment_and_prompts("garment.png", "upper_body")
     b.apply_and_sample(1600, 0, crop.out("image"), crop.out("mask"), densepose.out(0), garment.out(0))
@@ -140,14 +197,22 @@ def manual_mask(object_info: dict) -> UIWorkflow:
 
 def dresscode(object_info: dict) -> UIWorkflow:
     """IDM-VTON-DC on a dress (switch `category` on the mask and caption nodes for lower or upper body)."""
-    w = upper_body(object_info, category="dresses", tryon_name="IDM-VTON-DC/unet/diffusion_pytorch_model.bin", model_type="dc",
-                   garment_file="garment_dress.png", prefix="idm_vton_dresscode")
-    w.nodes[0]["widgets_values"] = [MODELS_NOTE.replace("IDM-VTON/unet", "IDM-VTON-DC/unet").replace(
-        "(yisol/IDM-VTON,", "(yisol/IDM-VTON-DC; the loader needs no config.json,")]
-    w.nodes[1]["widgets_values"] = ["## DressCode categories\nSet `category` to the same value on BOTH the mask node and the "
-                                    "caption node: upper_body, lower_body or dresses, and load a matching garment photo. "
-                                    "lower_body needs a photo that shows the legs. model_type 'dc' uses the DressCode arm width.\n\n"
-                                    + DEFAULTS_NOTE]
+    w = upper_body(
+        object_info,
+        category="dresses",
+        tryon_name="IDM-VTON-DC/unet/diffusion_pytorch_model.bin",
+        model_type="dc",
+        garment_file="garment_dress.png",
+        prefix="idm_vton_dresscode",
+    )
+    w.nodes[0]["widgets_values"] = [
+        MODELS_NOTE.replace("IDM-VTON/unet", "IDM-VTON-DC/unet").replace("(yisol/IDM-VTON,", "(yisol/IDM-VTON-DC; the loader needs no config.json,")
+    ]
+    w.nodes[1]["widgets_values"] = [
+        "## DressCode categories\nSet `category` to the same value on BOTH the mask node and the "
+        "caption node: upper_body, lower_body or dresses, and load a matching garment photo. "
+        "lower_body needs a photo that shows the legs. model_type 'dc' uses the DressCode arm width.\n\n" + DEFAULTS_NOTE
+    ]
     return w
 
 
@@ -156,17 +221,27 @@ def batch(object_info: dict) -> UIWorkflow:
     b = Builder(object_info)
     w = b.w
     w.note(MODELS_NOTE, (0, -330), (760, 300), "Where the model files go")
-    w.note("## Batch\nThree garments are batched with ImageBatch; the person, mask and DensePose are shared (batch 1).\n"
-           "Each output image is one garment. The prompts are shared by the batch, so the description is typed once "
-           "(the caption node captions only the first image of a batch). Several persons work the same way: batch "
-           "the persons instead, with one garment.", (800, -330), (620, 300), "Batch")
+    w.note(
+        "## Batch\nThree garments are batched with ImageBatch; the person, mask and DensePose are shared (batch 1).\n"
+        "Each output image is one garment. The prompts are shared by the batch, so the description is typed once "
+        "(the caption node captions only the first image of a batch). Several persons work the same way: batch "
+        "the persons instead, with one garment.",
+        (800, -330),
+        (620, 300),
+        "Batch",
+    )
     person, crop, mask, densepose = b.automatic_person_inputs("upper_body", "hd", densepose_y=380, preview=False)
-    garments = [b.garment(800 + 360 * i, 0, name, f"Garment {i + 1}")
-                for i, name in enumerate(("garment.png", "garment_long_sleeve.png", "garment_striped.png"))]
+    garments = [
+        b.garment(800 + 360 * i, 0, name, f"Garment {i + 1}") for i, name in enumerate(("garment.png", "garment_long_sleeve.png", "garment_striped.png"))
+    ]
     first = w.node("ImageBatch", (800, 700), {}, {"image1": garments[0].out(0), "image2": garments[1].out(0)})
     all_garments = w.node("ImageBatch", (1160, 700), {}, {"image1": first.out(0), "image2": garments[2].out(0)})
-    caption = w.node("TryOnGarmentCaption", (800, 850), {"category": "upper_body", "caption_model": "none",
-                                                         "description": "t-shirts"}, {"garment_image": all_garments.out(0)})
+    caption = w.node(
+        "TryOnGarmentCaption",
+        (800, 850),
+        {"category": "upper_body", "caption_model": "none", "description": "t-shirts"},
+        {"garment_image": all_garments.out(0)},
+    )
     b.models(1900, 0)
     b.prompts(1900, 420, caption)
     b.apply_and_sample(2300, 0, crop.out("image"), mask.out("mask"), densepose.out(0), all_garments.out(0))
@@ -174,14 +249,14 @@ def batch(object_info: dict) -> UIWorkflow:
     return w
 
 
-BUILDERS = {"idm_vton_upper_body": upper_body, "idm_vton_manual_mask": manual_mask, "idm_vton_dresscode": dresscode,
-            "idm_vton_batch": batch}
+BUILDERS = {"idm_vton_upper_body": upper_body, "idm_vton_manual_mask": manual_mask, "idm_vton_dresscode": dresscode, "idm_vton_batch": batch}
 
 
 def main() -> int:
     import shutil
 
     import comfy_host
+
     yaml = comfy_host.write_fixture_models(REPO / ".comfyui" / "fixtures", ("fast",))  # the cache `make run` uses too
     workdir = pathlib.Path(tempfile.mkdtemp(prefix="build_workflows_"))
     server = comfy_host.ComfyServer(workdir, yaml)

@@ -37,7 +37,7 @@ from tensor_stream import LazyTensor, OutputTensor, TensorFileError, open_tensor
 
 OUT_DTYPES = {"fp16": torch.float16, "bf16": torch.bfloat16, "fp32": torch.float32}
 STRAY_GARMENT_KEYS = tuple(f"add_embedding.linear_{i}.{p}" for i in (1, 2) for p in ("weight", "bias"))
-REFERENCE_DIR = pathlib.Path(__file__).resolve().parents[2] / "shared" / "reference" / "idm_vton_hf_layout"
+REFERENCE_DIR = pathlib.Path(__file__).resolve().parents[1] / "models" / "layouts" / "idm_vton_hf_layout"
 
 
 @dataclass(frozen=True)
@@ -56,16 +56,51 @@ class Layout:
 
 LAYOUTS = {
     "tryon": Layout(
-        "tryon", "TryonNet", "unet", 1871, "2f801dd7a5be17a5546a301a091caa46f5062a10f4faf4da5780de154683f821",
-        {"conv_in": 2, "time_embedding": 4, "encoder_hid_proj": 51, "add_embedding": 4, "down_blocks.0": 22,
-         "down_blocks.1": 124, "down_blocks.2": 474, "mid_block": 246, "up_blocks.0": 716, "up_blocks.1": 188,
-         "up_blocks.2": 36, "conv_norm_out": 2, "conv_out": 2},
-        13, "unet.keys.tsv"),
+        "tryon",
+        "TryonNet",
+        "unet",
+        1871,
+        "2f801dd7a5be17a5546a301a091caa46f5062a10f4faf4da5780de154683f821",
+        {
+            "conv_in": 2,
+            "time_embedding": 4,
+            "encoder_hid_proj": 51,
+            "add_embedding": 4,
+            "down_blocks.0": 22,
+            "down_blocks.1": 124,
+            "down_blocks.2": 474,
+            "mid_block": 246,
+            "up_blocks.0": 716,
+            "up_blocks.1": 188,
+            "up_blocks.2": 36,
+            "conv_norm_out": 2,
+            "conv_out": 2,
+        },
+        13,
+        "unet.keys.tsv",
+    ),
     "garment": Layout(
-        "garment", "GarmentNet", "unet_encoder", 1676, "7623ce3a212ead8a177bef057cf1194f824dbf60cdf5934fc21923d3327516d9",
-        {"conv_in": 2, "time_embedding": 4, "down_blocks.0": 22, "down_blocks.1": 116, "down_blocks.2": 434,
-         "mid_block": 226, "up_blocks.0": 656, "up_blocks.1": 176, "up_blocks.2": 36, "conv_norm_out": 2, "conv_out": 2},
-        4, "unet_encoder.keys.tsv"),
+        "garment",
+        "GarmentNet",
+        "unet_encoder",
+        1676,
+        "7623ce3a212ead8a177bef057cf1194f824dbf60cdf5934fc21923d3327516d9",
+        {
+            "conv_in": 2,
+            "time_embedding": 4,
+            "down_blocks.0": 22,
+            "down_blocks.1": 116,
+            "down_blocks.2": 434,
+            "mid_block": 226,
+            "up_blocks.0": 656,
+            "up_blocks.1": 176,
+            "up_blocks.2": 36,
+            "conv_norm_out": 2,
+            "conv_out": 2,
+        },
+        4,
+        "unet_encoder.keys.tsv",
+    ),
 }
 DEFAULT_NAMES = {"tryon": "IDM-VTON-TryonNet-{dtype}.safetensors", "garment": "IDM-VTON-GarmentNet-{dtype}.safetensors"}
 WEIGHT_FILES = ("diffusion_pytorch_model.safetensors", "diffusion_pytorch_model.bin")
@@ -101,14 +136,16 @@ def describe_mismatch(layout: Layout, tensors: list[LazyTensor]) -> str:
     if channels != layout.in_channels:
         lines.append(f"  conv_in takes {channels} input channels, {layout.title} takes {layout.in_channels}")
     if any(n.startswith(("model.diffusion_model.", "diffusion_model.")) for n in names):
-        lines.append("It is a ComfyUI/LDM-format checkpoint, not IDM-VTON's diffusers-format UNet; "
-                     "an SDXL checkpoint needs no conversion (load it with ComfyUI's checkpoint loader).")
+        lines.append(
+            "It is a ComfyUI/LDM-format checkpoint, not IDM-VTON's diffusers-format UNet; "
+            "an SDXL checkpoint needs no conversion (load it with ComfyUI's checkpoint loader)."
+        )
     found = collections.Counter(part_of(n) for n in names)
     for part in sorted(set(found) | set(layout.part_counts)):
         if found.get(part, 0) != layout.part_counts.get(part, 0):
             lines.append(f"  {part}: {found.get(part, 0)} tensors, expected {layout.part_counts.get(part, 0)}")
     reference = REFERENCE_DIR / layout.reference_file
-    if reference.is_file():  # optional detail when the project's shared reference lists are next to the repo
+    if reference.is_file():  # the key lists ship with the pack (models/layouts/)
         expected = {line.split("\t")[0] for line in reference.read_text().splitlines() if line.strip()}
         missing, unexpected = sorted(expected - set(names)), sorted(set(names) - expected)
         if missing:
@@ -131,13 +168,11 @@ def detect_layout(tensors: list[LazyTensor], kind: str, source: str) -> Layout:
     channels = conv_in_channels(tensors)
     found = next((layout for layout in LAYOUTS.values() if matches(layout, names) and channels == layout.in_channels), None)
     if kind != "auto" and found is not None and found.kind != kind:
-        raise ConversionError(f"{source} is IDM-VTON's {found.title} ({found.folder}/), not {LAYOUTS[kind].title}. "
-                              f"Use --kind {found.kind} (or --kind auto).")
+        raise ConversionError(f"{source} is IDM-VTON's {found.title} ({found.folder}/), not {LAYOUTS[kind].title}. Use --kind {found.kind} (or --kind auto).")
     if found is None:
         wanted = [LAYOUTS[kind]] if kind != "auto" else list(LAYOUTS.values())
         details = "\n".join(f"Compared with {layout.title} ({layout.folder}/): {describe_mismatch(layout, tensors)}" for layout in wanted)
-        raise ConversionError(f"{source} is not IDM-VTON's {' or '.join(layout.title for layout in wanted)} layout, so it is "
-                              f"not converted.\n{details}")
+        raise ConversionError(f"{source} is not IDM-VTON's {' or '.join(layout.title for layout in wanted)} layout, so it is not converted.\n{details}")
     return found
 
 
@@ -154,11 +189,15 @@ def resolve_source(src: pathlib.Path, kind: str) -> pathlib.Path:
     for path in candidates:
         by_folder.setdefault(path.parent, path)  # .safetensors before .bin in the same folder
     if len(by_folder) > 1:
-        raise ConversionError(f"{src} holds several UNets ({', '.join(str(p) for p in by_folder.values())}). "
-                              "Choose one with --kind tryon or --kind garment, or pass the file itself.", exit_code=2)
+        raise ConversionError(
+            f"{src} holds several UNets ({', '.join(str(p) for p in by_folder.values())}). "
+            "Choose one with --kind tryon or --kind garment, or pass the file itself.",
+            exit_code=2,
+        )
     if not by_folder:
-        raise ConversionError(f"no diffusion_pytorch_model.bin/.safetensors found in {src} "
-                              f"(looked in {', '.join(f + '/' for f in folders)} and the folder itself).")
+        raise ConversionError(
+            f"no diffusion_pytorch_model.bin/.safetensors found in {src} (looked in {', '.join(f + '/' for f in folders)} and the folder itself)."
+        )
     return next(iter(by_folder.values()))
 
 
@@ -176,6 +215,7 @@ def resolve_destination(dst: pathlib.Path, kind: str, dtype: str) -> pathlib.Pat
 
 def cast_tensor(tensor: LazyTensor, dtype: torch.dtype):
     """A producer of the converted tensor: floating tensors cast to `dtype` (refusing fp16 overflow), others kept."""
+
     def produce() -> torch.Tensor:
         values = tensor.load()
         if not values.is_floating_point() or values.dtype == dtype:
@@ -184,6 +224,7 @@ def cast_tensor(tensor: LazyTensor, dtype: torch.dtype):
         if torch.isinf(converted).any() and not torch.isinf(values).any():
             raise ConversionError(f"'{tensor.name}' has values beyond {dtype}'s range; use --dtype bf16 or fp32.")
         return converted
+
     return produce
 
 
@@ -207,8 +248,7 @@ def publish(temporary: pathlib.Path, dst: pathlib.Path) -> None:
     try:
         os.link(temporary, dst)  # fails if dst exists: no race with another writer
     except FileExistsError as error:
-        raise ConversionError(f"refusing to overwrite {dst}: it appeared while converting. The conversion is discarded.",
-                              exit_code=2) from error
+        raise ConversionError(f"refusing to overwrite {dst}: it appeared while converting. The conversion is discarded.", exit_code=2) from error
     except OSError:  # file systems without hard links
         if dst.exists():
             raise ConversionError(f"refusing to overwrite {dst}: it appeared while converting.", exit_code=2) from None
@@ -229,17 +269,24 @@ def convert(src: pathlib.Path, dst: pathlib.Path, kind: str = "auto", dtype: str
     dst = resolve_destination(dst, layout.kind, dtype)
     kept = [t for t in tensors if not (layout.kind == "garment" and t.name in STRAY_GARMENT_KEYS)]
     out_dtype = OUT_DTYPES[dtype]
-    outputs = [OutputTensor(t.name, out_dtype if t.dtype.is_floating_point else t.dtype, t.shape, cast_tensor(t, out_dtype))
-               for t in kept]
+    outputs = [OutputTensor(t.name, out_dtype if t.dtype.is_floating_point else t.dtype, t.shape, cast_tensor(t, out_dtype)) for t in kept]
     total = sum(t.nbytes for t in outputs)
     free = shutil.disk_usage(dst.parent).free
     if free < total + (1 << 20):
         raise ConversionError(f"not enough disk space in {dst.parent}: {total / 1e9:.2f} GB needed, {free / 1e9:.2f} GB free.")
-    print(f"{layout.title} layout verified: {len(kept)} tensors"
-          f"{f' (dropping the {len(tensors) - len(kept)} unused add_embedding tensors)' if len(kept) != len(tensors) else ''}; "
-          f"writing {total / 1e9:.2f} GB {dtype} to {dst}", flush=True)
-    metadata = {"format": "pt", "idm_vton_part": layout.kind, "source_file": source.name, "dtype": dtype,
-                "converted_by": "comfyui-tryon tools/convert_idm_weights.py"}
+    print(
+        f"{layout.title} layout verified: {len(kept)} tensors"
+        f"{f' (dropping the {len(tensors) - len(kept)} unused add_embedding tensors)' if len(kept) != len(tensors) else ''}; "
+        f"writing {total / 1e9:.2f} GB {dtype} to {dst}",
+        flush=True,
+    )
+    metadata = {
+        "format": "pt",
+        "idm_vton_part": layout.kind,
+        "source_file": source.name,
+        "dtype": dtype,
+        "converted_by": "comfyui-tryon tools/convert_idm_weights.py",
+    }
     temporary = dst.parent / f".{dst.name}.{os.getpid()}.partial"
     try:
         with open(temporary, "xb") as handle:
@@ -259,13 +306,22 @@ def convert(src: pathlib.Path, dst: pathlib.Path, kind: str = "auto", dtype: str
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
-                                     epilog="Exit codes: 0 done, 1 source cannot be converted, 2 refused (output exists, bad arguments).")
-    parser.add_argument("src", type=pathlib.Path, help="IDM-VTON's unet/diffusion_pytorch_model.bin, unet_encoder/"
-                        "diffusion_pytorch_model.safetensors, or a Hugging Face folder holding unet/ or unet_encoder/")
+    parser = argparse.ArgumentParser(
+        description=__doc__.split("\n\n")[0], epilog="Exit codes: 0 done, 1 source cannot be converted, 2 refused (output exists, bad arguments)."
+    )
+    parser.add_argument(
+        "src",
+        type=pathlib.Path,
+        help="IDM-VTON's unet/diffusion_pytorch_model.bin, unet_encoder/"
+        "diffusion_pytorch_model.safetensors, or a Hugging Face folder holding unet/ or unet_encoder/",
+    )
     parser.add_argument("dst", type=pathlib.Path, help="the new .safetensors file, or an existing folder (default name)")
-    parser.add_argument("--kind", choices=("auto", "tryon", "garment"), default="auto",
-                        help="tryon = unet/ (TryonNet), garment = unet_encoder/ (GarmentNet); auto detects it from the keys")
+    parser.add_argument(
+        "--kind",
+        choices=("auto", "tryon", "garment"),
+        default="auto",
+        help="tryon = unet/ (TryonNet), garment = unet_encoder/ (GarmentNet); auto detects it from the keys",
+    )
     parser.add_argument("--dtype", choices=tuple(OUT_DTYPES), default="fp16", help="storage dtype of the output (default fp16)")
     args = parser.parse_args(argv)
     try:

@@ -34,9 +34,9 @@ class ModelFile:
 
     group: str
     repo_id: str
-    repo_type: str          # "model" or "space"
+    repo_type: str  # "model" or "space"
     path_in_repo: str
-    target: str             # relative to ComfyUI/models
+    target: str  # relative to ComfyUI/models
     size: str
     licence: str
 
@@ -47,25 +47,64 @@ FILES = (
     ModelFile("tryon", IDM, "model", "unet/config.json", "idm_vton/IDM-VTON/unet/config.json", "2 kB", NC),
     ModelFile("tryon", IDM, "model", "unet/diffusion_pytorch_model.bin", "idm_vton/IDM-VTON/unet/diffusion_pytorch_model.bin", "12 GB", NC),
     ModelFile("garment", IDM, "model", "unet_encoder/config.json", "idm_vton/IDM-VTON/unet_encoder/config.json", "2 kB", NC),
-    ModelFile("garment", IDM, "model", "unet_encoder/diffusion_pytorch_model.safetensors",
-              "idm_vton/IDM-VTON/unet_encoder/diffusion_pytorch_model.safetensors", "10.3 GB", NC),
+    ModelFile(
+        "garment",
+        IDM,
+        "model",
+        "unet_encoder/diffusion_pytorch_model.safetensors",
+        "idm_vton/IDM-VTON/unet_encoder/diffusion_pytorch_model.safetensors",
+        "10.3 GB",
+        NC,
+    ),
     ModelFile("dresscode", "yisol/IDM-VTON-DC", "model", "unet/config.json", "idm_vton/IDM-VTON-DC/unet/config.json", "2 kB", NC),
-    ModelFile("dresscode", "yisol/IDM-VTON-DC", "model", "unet/diffusion_pytorch_model.bin",
-              "idm_vton/IDM-VTON-DC/unet/diffusion_pytorch_model.bin", "12 GB", NC),
-    ModelFile("clip_vision", "h94/IP-Adapter", "model", "models/image_encoder/model.safetensors",
-              "clip_vision/CLIP-ViT-H-14-laion2B-s32B-b79K.safetensors", "2.53 GB", "Apache-2.0 (OpenCLIP ViT-H/14: MIT)"),
+    ModelFile(
+        "dresscode", "yisol/IDM-VTON-DC", "model", "unet/diffusion_pytorch_model.bin", "idm_vton/IDM-VTON-DC/unet/diffusion_pytorch_model.bin", "12 GB", NC
+    ),
+    ModelFile(
+        "clip_vision",
+        "h94/IP-Adapter",
+        "model",
+        "models/image_encoder/model.safetensors",
+        "clip_vision/CLIP-ViT-H-14-laion2B-s32B-b79K.safetensors",
+        "2.53 GB",
+        "Apache-2.0 (OpenCLIP ViT-H/14: MIT)",
+    ),
     ModelFile("parsing", IDM, "space", "ckpt/humanparsing/parsing_atr.onnx", "humanparsing/parsing_atr.onnx", "267 MB", NC),
     ModelFile("parsing", IDM, "space", "ckpt/humanparsing/parsing_lip.onnx", "humanparsing/parsing_lip.onnx", "267 MB", NC),
-    ModelFile("openpose", IDM, "space", "ckpt/openpose/ckpts/body_pose_model.pth", "openpose/body_pose_model.pth", "209 MB",
-              "CMU OpenPose licence (non-commercial)"),
-    ModelFile("densepose", "LayerNorm/DensePose-TorchScript-with-hint-image", "model", "densepose_r50_fpn_dl.torchscript",
-              "densepose/densepose_r50_fpn_dl.torchscript", "265 MB", "Apache-2.0"),
-    *(ModelFile("caption", "openai/clip-vit-large-patch14", "model", name, f"garment_caption/clip-vit-large-patch14/{name}", size, "MIT")
-      for name, size in (("config.json", "4 kB"), ("model.safetensors", "1.71 GB"), ("preprocessor_config.json", "1 kB"),
-                         ("tokenizer.json", "2 MB"), ("tokenizer_config.json", "1 kB"), ("vocab.json", "961 kB"),
-                         ("merges.txt", "525 kB"), ("special_tokens_map.json", "1 kB"))),
-    ModelFile("sdxl", "stabilityai/stable-diffusion-xl-base-1.0", "model", "sd_xl_base_1.0.safetensors",
-              "checkpoints/sd_xl_base_1.0.safetensors", "6.9 GB", "CreativeML Open RAIL++-M"),
+    ModelFile(
+        "openpose", IDM, "space", "ckpt/openpose/ckpts/body_pose_model.pth", "openpose/body_pose_model.pth", "209 MB", "CMU OpenPose licence (non-commercial)"
+    ),
+    ModelFile(
+        "densepose",
+        "LayerNorm/DensePose-TorchScript-with-hint-image",
+        "model",
+        "densepose_r50_fpn_dl.torchscript",
+        "densepose/densepose_r50_fpn_dl.torchscript",
+        "265 MB",
+        "Apache-2.0",
+    ),
+    *(
+        ModelFile("caption", "openai/clip-vit-large-patch14", "model", name, f"garment_caption/clip-vit-large-patch14/{name}", size, "MIT")
+        for name, size in (
+            ("config.json", "4 kB"),
+            ("model.safetensors", "1.71 GB"),
+            ("preprocessor_config.json", "1 kB"),
+            ("tokenizer.json", "2 MB"),
+            ("tokenizer_config.json", "1 kB"),
+            ("vocab.json", "961 kB"),
+            ("merges.txt", "525 kB"),
+            ("special_tokens_map.json", "1 kB"),
+        )
+    ),
+    ModelFile(
+        "sdxl",
+        "stabilityai/stable-diffusion-xl-base-1.0",
+        "model",
+        "sd_xl_base_1.0.safetensors",
+        "checkpoints/sd_xl_base_1.0.safetensors",
+        "6.9 GB",
+        "CreativeML Open RAIL++-M",
+    ),
 )
 GROUPS = tuple(dict.fromkeys(f.group for f in FILES))
 DEFAULT_GROUPS = ("tryon", "clip_vision", "parsing", "openpose", "densepose", "caption")
@@ -89,13 +128,11 @@ def print_plan(items: list[ModelFile], models_dir: pathlib.Path) -> None:
     for item in items:
         target = models_dir / item.target
         state = "have it" if target.is_file() else item.size
-        print(f"  [{item.group}] {item.repo_type} {item.repo_id}: {item.path_in_repo}\n"
-              f"      -> {target}  ({state}; {item.licence})")
+        print(f"  [{item.group}] {item.repo_type} {item.repo_id}: {item.path_in_repo}\n      -> {target}  ({state}; {item.licence})")
 
 
 def _offline_hint() -> str:
-    return ("Check your internet connection (and HF_ENDPOINT / proxy settings), or download the files by hand: "
-            "see the README's 'Model set-up' table.")
+    return "Check your internet connection (and HF_ENDPOINT / proxy settings), or download the files by hand: see the README's 'Model set-up' table."
 
 
 def check_reachable(endpoint: str, timeout: float = 5.0) -> None:
@@ -107,8 +144,7 @@ def check_reachable(endpoint: str, timeout: float = 5.0) -> None:
     try:
         socket.create_connection((parsed.hostname, port), timeout=timeout).close()
     except OSError as error:
-        raise DownloadError(f"cannot reach {endpoint} ({error.strerror or type(error).__name__}): you seem to be offline. "
-                            f"{_offline_hint()}") from error
+        raise DownloadError(f"cannot reach {endpoint} ({error.strerror or type(error).__name__}): you seem to be offline. {_offline_hint()}") from error
 
 
 def _remove_if_empty(staging: pathlib.Path) -> None:
@@ -126,8 +162,9 @@ def fetch(item: ModelFile, models_dir: pathlib.Path) -> pathlib.Path:
     except ImportError as error:
         raise DownloadError("huggingface_hub is not installed: pip install huggingface_hub (or download by hand).") from error
     if constants.HF_HUB_OFFLINE:
-        raise DownloadError("HF_HUB_OFFLINE is set, so nothing can be downloaded. Unset it, or download the files by hand: "
-                            "see the README's 'Model set-up' table.")
+        raise DownloadError(
+            "HF_HUB_OFFLINE is set, so nothing can be downloaded. Unset it, or download the files by hand: see the README's 'Model set-up' table."
+        )
     check_reachable(constants.ENDPOINT)
     target = models_dir / item.target
     staging = models_dir / STAGING / item.repo_id.replace("/", "--")
@@ -136,8 +173,7 @@ def fetch(item: ModelFile, models_dir: pathlib.Path) -> pathlib.Path:
     except Exception as error:  # offline, unreachable endpoint, missing file, gated repo, disk full
         first_line = str(error).strip().splitlines()[0][:300] if str(error).strip() else ""
         _remove_if_empty(staging)
-        raise DownloadError(f"could not download {item.path_in_repo} from {item.repo_id} "
-                            f"({type(error).__name__}: {first_line}). {_offline_hint()}") from error
+        raise DownloadError(f"could not download {item.path_in_repo} from {item.repo_id} ({type(error).__name__}: {first_line}). {_offline_hint()}") from error
     target.parent.mkdir(parents=True, exist_ok=True)
     if target.exists():
         raise DownloadError(f"{target} appeared while downloading; left as it is (the download stays in {staging}).")
@@ -146,12 +182,13 @@ def fetch(item: ModelFile, models_dir: pathlib.Path) -> pathlib.Path:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
-                                     epilog="Exit codes: 0 done, 1 a download failed, 2 bad arguments.")
-    parser.add_argument("--models-dir", type=pathlib.Path, default=None,
-                        help="ComfyUI's models folder (default: ../../models when this pack is in ComfyUI/custom_nodes)")
-    parser.add_argument("--include", default=",".join(DEFAULT_GROUPS),
-                        help=f"comma-separated groups from {', '.join(GROUPS)} (default: {','.join(DEFAULT_GROUPS)})")
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], epilog="Exit codes: 0 done, 1 a download failed, 2 bad arguments.")
+    parser.add_argument(
+        "--models-dir", type=pathlib.Path, default=None, help="ComfyUI's models folder (default: ../../models when this pack is in ComfyUI/custom_nodes)"
+    )
+    parser.add_argument(
+        "--include", default=",".join(DEFAULT_GROUPS), help=f"comma-separated groups from {', '.join(GROUPS)} (default: {','.join(DEFAULT_GROUPS)})"
+    )
     parser.add_argument("--dry-run", action="store_true", help="list what would be fetched and where, download nothing")
     args = parser.parse_args(argv)
     groups = [g.strip() for g in args.include.split(",") if g.strip()]
@@ -189,8 +226,10 @@ def main(argv: list[str] | None = None) -> int:
     if staging.is_dir():
         shutil.rmtree(staging, ignore_errors=True)
     if "tryon" in groups:
-        print("TryonNet is a 12 GB fp32 pickle. To halve it: python tools/convert_idm_weights.py "
-              f"{models_dir / 'idm_vton/IDM-VTON/unet'} {models_dir / 'idm_vton'} (then the .bin may be deleted).")
+        print(
+            "TryonNet is a 12 GB fp32 pickle. To halve it: python tools/convert_idm_weights.py "
+            f"{models_dir / 'idm_vton/IDM-VTON/unet'} {models_dir / 'idm_vton'} (then the .bin may be deleted)."
+        )
     return 0
 
 

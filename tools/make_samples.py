@@ -33,11 +33,9 @@ def tshirt(colour: tuple[int, int, int], long_sleeves: bool = False, stripes: bo
     image = Image.new("RGB", (W, H), BACKGROUND)
     draw = ImageDraw.Draw(image)
     if long_sleeves:
-        body = [(110, 110), (150, 85), (234, 85), (274, 110), (350, 400), (310, 415), (270, 220), (270, 440), (114, 440),
-                (114, 220), (74, 415), (34, 400)]
+        body = [(110, 110), (150, 85), (234, 85), (274, 110), (350, 400), (310, 415), (270, 220), (270, 440), (114, 440), (114, 220), (74, 415), (34, 400)]
     else:
-        body = [(110, 110), (150, 85), (234, 85), (274, 110), (340, 170), (300, 215), (270, 190), (270, 440), (114, 440),
-                (114, 190), (84, 215), (44, 170)]
+        body = [(110, 110), (150, 85), (234, 85), (274, 110), (340, 170), (300, 215), (270, 190), (270, 440), (114, 440), (114, 190), (84, 215), (44, 170)]
     draw.polygon(body, fill=colour, outline=tuple(c // 2 for c in colour))
     if stripes:
         for y in range(150, 440, 40):
@@ -51,8 +49,9 @@ def tshirt(colour: tuple[int, int, int], long_sleeves: bool = False, stripes: bo
 def dress() -> Image.Image:
     image = Image.new("RGB", (W, H), BACKGROUND)
     draw = ImageDraw.Draw(image)
-    draw.polygon([(140, 40), (170, 40), (192, 80), (214, 40), (244, 40), (250, 190), (330, 490), (54, 490), (134, 190)],
-                 fill=(120, 60, 150), outline=(60, 30, 75))
+    draw.polygon(
+        [(140, 40), (170, 40), (192, 80), (214, 40), (244, 40), (250, 190), (330, 490), (54, 490), (134, 190)], fill=(120, 60, 150), outline=(60, 30, 75)
+    )
     draw.line([(134, 190), (250, 190)], fill=(230, 210, 240), width=8)
     return image
 

@@ -16,7 +16,7 @@ import sys
 import tempfile
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
-sys.path[:0] = [str(REPO / "tools"), str(REPO / "tests")]
+sys.path[:0] = [str(REPO / "tools"), str(REPO / "tests" / "support")]
 
 import comfy_host  # noqa: E402
 import workflow_api  # noqa: E402
@@ -90,10 +90,14 @@ def main() -> int:
     smoke = bool(missing)
     if smoke:
         server.stop()
-        banner(["NO REAL IDM-VTON WEIGHTS: these model files are not in " + str(comfy_host.COMFY_DIR / "models") + ":",
+        banner(
+            [
+                "NO REAL IDM-VTON WEIGHTS: these model files are not in " + str(comfy_host.COMFY_DIR / "models") + ":",
                 *[f"  - {entry}" for entry in missing],
                 "Running with TINY RANDOM FIXTURE WEIGHTS under the same names: the image is a SMOKE TEST, not a try-on.",
-                "See README.md, 'Model set-up'."])
+                "See README.md, 'Model set-up'.",
+            ]
+        )
         yaml = comfy_host.write_fixture_models(FIXTURE_CACHE, ("fast",))
         server = start(root / "tiny", yaml, tiny=True)
         prompt = workflow_api.to_api(workflow, server.get_json("/object_info"))

@@ -20,8 +20,16 @@ from dataclasses import dataclass
 import torch
 
 SAFETENSORS_DTYPES = {
-    "F64": torch.float64, "F32": torch.float32, "F16": torch.float16, "BF16": torch.bfloat16,
-    "I64": torch.int64, "I32": torch.int32, "I16": torch.int16, "I8": torch.int8, "U8": torch.uint8, "BOOL": torch.bool,
+    "F64": torch.float64,
+    "F32": torch.float32,
+    "F16": torch.float16,
+    "BF16": torch.bfloat16,
+    "I64": torch.int64,
+    "I32": torch.int32,
+    "I16": torch.int16,
+    "I8": torch.int8,
+    "U8": torch.uint8,
+    "BOOL": torch.bool,
 }
 SAFETENSORS_NAMES = {dtype: name for name, dtype in SAFETENSORS_DTYPES.items()}
 MAX_HEADER_BYTES = 100 * 1024 * 1024
@@ -62,7 +70,7 @@ def _read_exact(path: str, offset: int, length: int) -> bytearray:
         handle.seek(offset)
         done = 0
         while done < length:
-            count = handle.readinto(view[done: done + READ_CHUNK])
+            count = handle.readinto(view[done : done + READ_CHUNK])
             if not count:
                 raise TensorFileError(f"{os.path.basename(path)} ends early (truncated download?).")
             done += count
@@ -108,8 +116,7 @@ def safetensors_tensors(path: str) -> list[LazyTensor]:
             begin, end = (int(o) for o in info["data_offsets"])
         except (KeyError, TypeError, ValueError) as error:
             raise TensorFileError(f"{os.path.basename(path)}: unsupported or corrupt entry for '{name}' ({error}).") from error
-        tensor = LazyTensor(name, dtype, shape, lambda o=data_start + begin, n=end - begin, d=dtype, s=shape:
-                            _tensor_from_bytes(_read_exact(path, o, n), d, s))
+        tensor = LazyTensor(name, dtype, shape, lambda o=data_start + begin, n=end - begin, d=dtype, s=shape: _tensor_from_bytes(_read_exact(path, o, n), d, s))
         if end - begin != tensor.nbytes or data_start + end > size:
             raise TensorFileError(f"{os.path.basename(path)}: '{name}' does not fit the file (truncated download?).")
         tensors.append(tensor)
@@ -131,7 +138,8 @@ def _safe_torch_load(path: str, **kwargs):
         first_line = str(error).splitlines()[0][:300] if str(error) else ""
         raise TensorFileError(
             f"cannot read {os.path.basename(path)} as plain weights ({type(error).__name__}: {first_line}). The file is "
-            "truncated, corrupt, or a pickle that needs code to load, which is refused for safety.") from error
+            "truncated, corrupt, or a pickle that needs code to load, which is refused for safety."
+        ) from error
 
 
 def _zip_is_little_endian(path: str) -> bool:
@@ -210,16 +218,14 @@ def safetensors_header(tensors: Iterable[OutputTensor], metadata: dict[str, str]
     for tensor in tensors:
         if tensor.dtype not in SAFETENSORS_NAMES:
             raise TensorFileError(f"'{tensor.name}': dtype {tensor.dtype} cannot be stored in .safetensors.")
-        header[tensor.name] = {"dtype": SAFETENSORS_NAMES[tensor.dtype], "shape": list(tensor.shape),
-                               "data_offsets": [offset, offset + tensor.nbytes]}
+        header[tensor.name] = {"dtype": SAFETENSORS_NAMES[tensor.dtype], "shape": list(tensor.shape), "data_offsets": [offset, offset + tensor.nbytes]}
         offset += tensor.nbytes
     encoded = json.dumps(header, separators=(",", ":")).encode("utf-8")
     encoded += b" " * (-len(encoded) % 8)
     return struct.pack("<Q", len(encoded)) + encoded
 
 
-def write_safetensors(handle, tensors: list[OutputTensor], metadata: dict[str, str],
-                      progress: Callable[[int], None] | None = None) -> int:
+def write_safetensors(handle, tensors: list[OutputTensor], metadata: dict[str, str], progress: Callable[[int], None] | None = None) -> int:
     """Writes a .safetensors stream to `handle`, producing one tensor at a time; returns the bytes written."""
     if sys.byteorder != "little":
         raise TensorFileError("writing .safetensors needs a little-endian machine.")
@@ -227,8 +233,7 @@ def write_safetensors(handle, tensors: list[OutputTensor], metadata: dict[str, s
     for tensor in tensors:
         values = tensor.produce()
         if values.dtype != tensor.dtype or tuple(values.shape) != tensor.shape:
-            raise TensorFileError(f"'{tensor.name}': produced {values.dtype} {tuple(values.shape)}, "
-                                  f"announced {tensor.dtype} {tensor.shape}.")
+            raise TensorFileError(f"'{tensor.name}': produced {values.dtype} {tuple(values.shape)}, announced {tensor.dtype} {tensor.shape}.")
         if tensor.nbytes:
             raw = values.contiguous().reshape(-1).view(torch.uint8).numpy()
             written += handle.write(memoryview(raw))

@@ -30,8 +30,15 @@ class UIWorkflow:
     links: list[list] = field(default_factory=list)
     groups: list[dict] = field(default_factory=list)
 
-    def node(self, kind: str, pos: tuple[int, int], widgets: dict | None = None, links: dict[str, Output] | None = None,
-             title: str | None = None, width: int = NODE_WIDTH) -> UINode:
+    def node(
+        self,
+        kind: str,
+        pos: tuple[int, int],
+        widgets: dict | None = None,
+        links: dict[str, Output] | None = None,
+        title: str | None = None,
+        width: int = NODE_WIDTH,
+    ) -> UINode:
         """Adds a node; `widgets` override defaults, `links` connect inputs (sockets or widgets) to outputs."""
         definition = self.object_info[kind]
         widgets, links = dict(widgets or {}), dict(links or {})
@@ -54,9 +61,19 @@ class UIWorkflow:
         names = definition.get("output_name") or definition["output"]
         outputs = [{"name": n, "type": t, "links": [], "slot_index": i} for i, (n, t) in enumerate(zip(names, definition["output"], strict=True))]
         rows = max(len(inputs), len(outputs))
-        node = {"id": node_id, "type": kind, "pos": list(pos), "size": [width, 46 + ROW * rows + WIDGET_ROW * len(values)],
-                "flags": {}, "order": node_id - 1, "mode": 0, "inputs": inputs, "outputs": outputs,
-                "properties": {"Node name for S&R": kind}, "widgets_values": values}
+        node = {
+            "id": node_id,
+            "type": kind,
+            "pos": list(pos),
+            "size": [width, 46 + ROW * rows + WIDGET_ROW * len(values)],
+            "flags": {},
+            "order": node_id - 1,
+            "mode": 0,
+            "inputs": inputs,
+            "outputs": outputs,
+            "properties": {"Node name for S&R": kind},
+            "widgets_values": values,
+        }
         if title:
             node["title"] = title
         self.nodes.append(node)
@@ -78,19 +95,41 @@ class UIWorkflow:
 
     def note(self, text: str, pos: tuple[int, int], size: tuple[int, int] = (420, 200), title: str = "Note") -> None:
         node_id = len(self.nodes) + 1
-        self.nodes.append({"id": node_id, "type": "Note", "pos": list(pos), "size": list(size), "flags": {}, "order": node_id - 1,
-                           "mode": 0, "inputs": [], "outputs": [], "title": title,
-                           "properties": {"text": ""}, "widgets_values": [text], "color": "#432", "bgcolor": "#653"})
+        self.nodes.append(
+            {
+                "id": node_id,
+                "type": "Note",
+                "pos": list(pos),
+                "size": list(size),
+                "flags": {},
+                "order": node_id - 1,
+                "mode": 0,
+                "inputs": [],
+                "outputs": [],
+                "title": title,
+                "properties": {"text": ""},
+                "widgets_values": [text],
+                "color": "#432",
+                "bgcolor": "#653",
+            }
+        )
 
     def group(self, title: str, box: tuple[int, int, int, int]) -> None:
-        self.groups.append({"id": len(self.groups) + 1, "title": title, "bounding": list(box), "color": "#3f789e",
-                            "font_size": 24, "flags": {}})
+        self.groups.append({"id": len(self.groups) + 1, "title": title, "bounding": list(box), "color": "#3f789e", "font_size": 24, "flags": {}})
 
     def to_json(self) -> dict:
-        return {"id": "00000000-0000-4000-8000-000000000000", "revision": 0,
-                "last_node_id": len(self.nodes), "last_link_id": len(self.links),
-                "nodes": self.nodes, "links": self.links, "groups": self.groups, "config": {},
-                "extra": {"ds": {"scale": 0.6, "offset": [40, 40]}}, "version": 0.4}
+        return {
+            "id": "00000000-0000-4000-8000-000000000000",
+            "revision": 0,
+            "last_node_id": len(self.nodes),
+            "last_link_id": len(self.links),
+            "nodes": self.nodes,
+            "links": self.links,
+            "groups": self.groups,
+            "config": {},
+            "extra": {"ds": {"scale": 0.6, "offset": [40, 40]}},
+            "version": 0.4,
+        }
 
     def save(self, path: pathlib.Path) -> None:
         path.parent.mkdir(parents=True, exist_ok=True)
