@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from ..attention.tryon_apply import apply_idm_vton
 from ..attention.tryon_patch import FEATURE_CACHE
+from ..pipeline.idm_vton_apply import apply_idm_vton
 
 GARMENT_FEATURE_CACHE_TOOLTIP = (
     "Approximate speed-up, off by default. 'off' runs GarmentNet every step (exact, as the original). 'first_step' / "

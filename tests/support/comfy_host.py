@@ -60,7 +60,7 @@ def import_pack():
         "models.garment_net",
         "models.weights_io",
         "attention.tryon_patch",
-        "attention.tryon_apply",
+        "pipeline.idm_vton_apply",
         "attention.reference_attention",
         "attention.ip_attention",
         "attention.garment_features",

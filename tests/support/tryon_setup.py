@@ -62,7 +62,7 @@ def prepare_case(
     mask = torch.zeros(persons, height, width)
     mask[:, height // 4 : 3 * height // 4, width // 4 : 3 * width // 4] = 1
     densepose = torch.rand(persons, height, width, 3, generator=generator)
-    result = pack.attention.tryon_apply.apply_idm_vton(
+    result = pack.pipeline.idm_vton_apply.apply_idm_vton(
         tryon, garment, garment_cond, vae, person, mask, densepose, garment_pixels, vision, positive, negative, ip_strength, garment_strength
     )
     return TryOnCase(result, tryon, garment, positive, negative, garment_cond, garment_pixels, height, width)

@@ -246,8 +246,8 @@ def test_feature_cache_is_an_optional_node_input_off_by_default(base_case):
 
 
 def test_unknown_feature_cache_mode_is_a_clear_error(base_case):
-    from comfyui_tryon.attention.tryon_apply import apply_idm_vton
     from comfyui_tryon.errors import TryOnInputError
+    from comfyui_tryon.pipeline.idm_vton_apply import apply_idm_vton
 
     case = base_case
     with pytest.raises(TryOnInputError, match="garment_feature_cache: must be one of off, first_step, mid_schedule"):

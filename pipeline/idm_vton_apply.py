@@ -8,10 +8,10 @@ import comfy.model_management
 import node_helpers
 import torch
 
+from ..attention.garment_features import transformer_block_widths
+from ..attention.tryon_patch import FEATURE_CACHE, TryOnState, patch_tryon_model, wanted_feature_keys
 from ..errors import TryOnInputError
 from ..preprocess.tryon_inputs import prepare_pixels, tryon_concat
-from .garment_features import transformer_block_widths
-from .tryon_patch import FEATURE_CACHE, TryOnState, patch_tryon_model, wanted_feature_keys
 
 
 @dataclass
