@@ -36,8 +36,16 @@ def register_model_folders() -> None:
 
 
 def unet_file_choices(prefer: str) -> list[str]:
-    """UNet weight files under models/idm_vton, the ones whose path mentions `prefer` first."""
-    names = [n for n in folder_paths.get_filename_list("idm_vton") if not any(p in n.replace(os.sep, "/") for p in NON_UNET_PARTS)]
+    """UNet weight files under models/idm_vton, the ones whose path mentions `prefer` first.
+
+    Filters by extension itself: a list made before `register_model_folders` set the folder's extensions (ComfyUI
+    caches it) would otherwise also hold config.json files.
+    """
+    names = [
+        n
+        for n in folder_paths.get_filename_list("idm_vton")
+        if os.path.splitext(n)[1].lower() in WEIGHT_EXTENSIONS and not any(p in n.replace(os.sep, "/") for p in NON_UNET_PARTS)
+    ]
     return sorted(names, key=lambda n: (prefer not in n.replace(os.sep, "/"), n))
 
 

@@ -1,4 +1,9 @@
-"""GarmentNet forward: the norm1 output before attn1 of every transformer block, keyed by ComfyUI block."""
+"""The reference (garment) UNet's forward: captures one tensor per transformer block, keyed by ComfyUI block.
+
+IDM-VTON's GarmentNet gives its norm1 outputs; OOTDiffusion's garment UNet its raw block inputs (docs/idm_vton.md,
+"GarmentNet"). The forward runs the blocks itself (time embedding only, no adm `y`) and stops right after the
+last wanted block, so the rest of the decoder is skipped.
+"""
 
 from __future__ import annotations
 
@@ -6,7 +11,7 @@ import torch
 from comfy.ldm.modules.diffusionmodules.openaimodel import forward_timestep_embed
 from comfy.ldm.modules.diffusionmodules.util import timestep_embedding
 
-FeatureKey = tuple[str, int, int]  # (block_name, block_number, block_index)
+from .reference_spec import CapturePoint, FeatureKey
 
 
 class _FeaturesComplete(Exception):
@@ -36,27 +41,46 @@ def transformer_block_widths(unet) -> dict[FeatureKey, int]:
     return {key: block.norm1.normalized_shape[0] for key, block in transformer_blocks(unet).items()}
 
 
-def garment_features(unet, latent: torch.Tensor, timesteps: torch.Tensor, context: torch.Tensor, wanted: list[FeatureKey]) -> dict[FeatureKey, torch.Tensor]:
-    """Runs `unet` (no adm embedding) on the clean garment latent and returns the wanted norm1 features.
+def _capture_hooks(unet, wanted: list[FeatureKey], capture: CapturePoint, captured: dict, remaining: set) -> list:
+    """Forward hooks on each wanted block's norm1: its input (BLOCK_INPUT) or its output (NORM1_OUTPUT)."""
+    blocks = transformer_blocks(unet)
+    missing = [key for key in wanted if key not in blocks]
+    if missing:
+        raise ValueError(f"the reference UNet has no transformer block for {missing[:3]}: its layout differs from the denoiser's.")
 
-    The pass stops right after the last wanted block, so the rest of the decoder is skipped.
-    """
+    def keep(key, tensor):
+        if key in remaining:
+            captured[key] = tensor
+            remaining.discard(key)
+
+    hooks = []
+    for key in wanted:
+        norm1 = blocks[key].norm1
+        if capture == CapturePoint.BLOCK_INPUT:
+            hooks.append(norm1.register_forward_pre_hook(lambda module, args, key=key: keep(key, args[0])))
+        else:
+            hooks.append(norm1.register_forward_hook(lambda module, args, output, key=key: keep(key, output)))
+    return hooks
+
+
+def garment_features(
+    unet,
+    latent: torch.Tensor,
+    timesteps: torch.Tensor,
+    context: torch.Tensor,
+    wanted: list[FeatureKey],
+    capture: CapturePoint = CapturePoint.NORM1_OUTPUT,
+) -> dict[FeatureKey, torch.Tensor]:
+    """Runs `unet` (no adm embedding) on `latent` and returns the wanted blocks' captured tensors (B, tokens, C)."""
     remaining = set(wanted)
     captured: dict[FeatureKey, torch.Tensor] = {}
-
-    def capture(n, context_attn1, value_attn1, extra_options):
-        key = (extra_options["block"][0], extra_options["block"][1], extra_options["block_index"])
-        if key in remaining:
-            captured[key] = n
-            remaining.discard(key)
-        return n, context_attn1, value_attn1
-
-    options = {"patches": {"attn1_patch": [capture]}, "original_shape": list(latent.shape), "transformer_index": 0}
-    t_emb = timestep_embedding(timesteps, unet.model_channels, repeat_only=False).to(latent.dtype)
-    emb = unet.time_embed(t_emb)
-    skips: list[torch.Tensor] = []
-    h = latent
+    hooks = _capture_hooks(unet, list(wanted), CapturePoint(capture), captured, remaining)
+    options = {"original_shape": list(latent.shape), "transformer_index": 0}
     try:
+        t_emb = timestep_embedding(timesteps, unet.model_channels, repeat_only=False).to(latent.dtype)
+        emb = unet.time_embed(t_emb)
+        skips: list[torch.Tensor] = []
+        h = latent
         for number, module in enumerate(unet.input_blocks):
             options["block"] = ("input", number)
             h = forward_timestep_embed(module, h, emb, context, options)
@@ -76,6 +100,7 @@ def garment_features(unet, latent: torch.Tensor, timesteps: torch.Tensor, contex
                 raise _FeaturesComplete
     except _FeaturesComplete:
         pass
-    if remaining:
-        raise ValueError(f"GarmentNet has no transformer block for {sorted(remaining)[:3]}: its layout differs from TryonNet's.")
-    return captured
+    finally:
+        for hook in hooks:
+            hook.remove()
+    return {key: captured[key] for key in wanted}

@@ -1,4 +1,15 @@
-"""Garment reference attention: TryonNet self-attention keys/values extended with GarmentNet features."""
+"""Reference attention in the denoiser's attn1: queries from its own tokens, keys/values over [own tokens | reference tokens].
+
+Equivalent to the originals' attn1 over cat([n, g]) (2N tokens) keeping the first N outputs (docs/idm_vton.md,
+"Reference attention"). Each ComfyUI call lists its chunks in `extra_options["cond_or_uncond"]` (0 = cond,
+1 = uncond, any order, uncond absent at cfg 1.0); every chunk gets the reference tokens of its kind from the bank:
+cond features, uncond features (materialised), or zero tokens. Two ways to install it:
+
+- `ReferenceAttentionReplace` (attn1 replace, one per block): projects the reference keys/values once per call;
+  zero tokens become one key `to_k(0)` with logit bias log(M), exactly the softmax weight of M zero tokens.
+- `ReferenceAttentionPatch` (attn1_patch): concatenates the reference tokens (zeros materialised) before the
+  projections, so it works on top of another node's attn1 replace.
+"""
 
 from __future__ import annotations
 
@@ -20,32 +31,45 @@ def expand_to_batch(tensor: torch.Tensor, batch: int, what: str) -> torch.Tensor
     raise ValueError(f"{what}: batch {tensor.shape[0]} cannot serve a batch of {batch}")
 
 
-def reference_context(n: torch.Tensor, garment: torch.Tensor, cond_or_uncond: list[int], strength: float = 1.0) -> torch.Tensor:
-    """cat([n, g]) along tokens, with g = the garment features for cond chunks and zeros for uncond chunks.
+def reference_context(
+    n: torch.Tensor, cond_features: torch.Tensor, cond_or_uncond: list[int], strength: float = 1.0, uncond_features: torch.Tensor | None = None
+) -> torch.Tensor:
+    """cat([n, r]) along tokens, r = cond features for cond chunks, uncond features (zeros when None) for uncond chunks.
 
-    `n` is (chunks * B, N, C) with chunks = len(cond_or_uncond); `garment` is (1 or B, M, C).
-    The uncond zeros stay: they take softmax mass (logit 0) exactly as the original's zero features do.
+    `n` is (chunks * B, N, C) with chunks = len(cond_or_uncond); the features are (1 or B, M, C).
+    Zeros for uncond stay: they take softmax mass (logit 0) exactly as the original's zero features do.
     """
     chunks = len(cond_or_uncond)
     batch = n.shape[0] // chunks
-    garment = expand_to_batch(garment.to(n), batch, "garment features") * strength
-    zeros = torch.zeros_like(garment)
-    extra = torch.cat([garment if kind == 0 else zeros for kind in cond_or_uncond], dim=0)
+    cond = expand_to_batch(cond_features.to(n), batch, "reference features") * strength
+    uncond = torch.zeros_like(cond) if uncond_features is None else expand_to_batch(uncond_features.to(n), batch, "uncond reference features") * strength
+    extra = torch.cat([cond if kind == 0 else uncond for kind in cond_or_uncond], dim=0)
     return torch.cat([n, extra], dim=1)
 
 
+def block_key(extra_options: dict):
+    return (extra_options["block"][0], extra_options["block"][1], extra_options["block_index"])
+
+
 class ReferenceAttentionPatch(SharedStatePatch):
-    """ComfyUI `attn1_patch`: queries from the person tokens, keys/values over cat([n, g])."""
+    """ComfyUI `attn1_patch` for every block: keys/values over cat([n, r]), r materialised (zeros included)."""
+
+    def __init__(self, bank):
+        super().__init__(bank)
+        self.bank = bank
 
     def __call__(self, n, context_attn1, value_attn1, extra_options):
-        key = (extra_options["block"][0], extra_options["block"][1], extra_options["block_index"])
-        garment = self.state.features_for(key)
-        if garment is None:
+        features = self.bank.features_for(block_key(extra_options))
+        if features is None:
             return n, context_attn1, value_attn1
         cond_or_uncond = extra_options.get("cond_or_uncond") or [0]
-        strength = self.state.garment_strength
-        context = reference_context(context_attn1, garment, cond_or_uncond, strength)
-        value = context if value_attn1 is context_attn1 else reference_context(value_attn1, garment, cond_or_uncond, strength)
+        strength = self.bank.spec.strength
+
+        def extended(tokens):
+            return reference_context(tokens, features.cond, cond_or_uncond, strength, features.uncond)
+
+        context = extended(context_attn1)
+        value = context if value_attn1 is context_attn1 else extended(value_attn1)
         return n, context, value
 
 
@@ -70,46 +94,51 @@ def zero_key_biases(count: int, dtype: torch.dtype) -> tuple[float, ...]:
 
 
 class ReferenceAttentionReplace(SharedStatePatch):
-    """ComfyUI attn1 replace for one block: reference attention with the uncond half's zeros as one biased key.
+    """ComfyUI attn1 replace for one block: each chunk attends over [its keys | the reference keys of its kind].
 
-    Cond chunks attend over [person keys | to_k(g)]; uncond chunks over [person keys | k0] with logit bias log(M)
-    on k0 = to_k(0) (value to_v(0)), which is exactly softmax over the M materialised zero tokens of the original.
-    GarmentNet's keys/values are projected once per call (not per chunk), the zero tokens not at all.
+    Reference keys/values are projected once per call and kind (not per chunk). Zero tokens (IDM-VTON's uncond)
+    are one key k0 = to_k(0) (value to_v(0)) with logit bias log(M): exactly softmax over M materialised zeros.
     """
 
-    def __init__(self, state, key, attn1):
-        super().__init__(state)
+    def __init__(self, bank, key, attn1):
+        super().__init__(bank)
+        self.bank = bank
         self.key = key
         self.attn1 = attn1
+
+    def _projected(self, features: torch.Tensor, batch: int, like: torch.Tensor):
+        tokens = features.to(like) * self.bank.spec.strength
+        return expand_to_batch(self.attn1.to_k(tokens), batch, "reference features"), expand_to_batch(self.attn1.to_v(tokens), batch, "reference features")
+
+    def _zero_key(self, tokens: int, batch: int, q: torch.Tensor, own_keys: int):
+        zero = q.new_zeros(1, 1, self.attn1.to_k.in_features)
+        biases = zero_key_biases(tokens, q.dtype)
+        mask = torch.zeros(1, 1, own_keys + len(biases), dtype=q.dtype, device=q.device)
+        mask[..., own_keys:] = torch.tensor(biases, dtype=q.dtype)
+        return self.attn1.to_k(zero).expand(batch, len(biases), -1), self.attn1.to_v(zero).expand(batch, len(biases), -1), mask
 
     def __call__(self, q, k, v, extra_options):
         heads = extra_options["n_heads"]
         precision = extra_options.get("attn_precision")
-        garment = self.state.features_for(self.key)
-        if garment is None:
+        features = self.bank.features_for(self.key)
+        if features is None:
             return comfy_attention.optimized_attention(q, k, v, heads, attn_precision=precision)
         cond_or_uncond = extra_options.get("cond_or_uncond") or [0]
         batch = q.shape[0] // len(cond_or_uncond)
         outs = []
-        garment_kv = zero_kv = None
+        projected: dict[int, tuple] = {}
         for chunk, kind in enumerate(cond_or_uncond):
             rows = slice(chunk * batch, (chunk + 1) * batch)
-            if kind == 0:
-                if garment_kv is None:
-                    g = garment.to(q) * self.state.garment_strength
-                    garment_kv = (
-                        expand_to_batch(self.attn1.to_k(g), batch, "garment features"),
-                        expand_to_batch(self.attn1.to_v(g), batch, "garment features"),
-                    )
-                keys, values = torch.cat([k[rows], garment_kv[0]], dim=1), torch.cat([v[rows], garment_kv[1]], dim=1)
+            reference = features.cond if kind == 0 else features.uncond
+            if kind not in projected:
+                if reference is None:  # zero tokens
+                    projected[kind] = self._zero_key(features.cond.shape[1], batch, q, k.shape[1])
+                else:
+                    projected[kind] = (*self._projected(reference, batch, q), None)
+            ref_k, ref_v, mask = projected[kind]
+            keys, values = torch.cat([k[rows], ref_k], dim=1), torch.cat([v[rows], ref_v], dim=1)
+            if mask is None:
                 outs.append(comfy_attention.optimized_attention(q[rows], keys, values, heads, attn_precision=precision))
             else:
-                if zero_kv is None:
-                    zero = q.new_zeros(1, 1, self.attn1.to_k.in_features)
-                    biases = zero_key_biases(garment.shape[1], q.dtype)
-                    mask = torch.zeros(1, 1, k.shape[1] + len(biases), dtype=q.dtype, device=q.device)
-                    mask[..., k.shape[1] :] = torch.tensor(biases, dtype=q.dtype)
-                    zero_kv = (self.attn1.to_k(zero).expand(batch, len(biases), -1), self.attn1.to_v(zero).expand(batch, len(biases), -1), mask)
-                keys, values = torch.cat([k[rows], zero_kv[0]], dim=1), torch.cat([v[rows], zero_kv[1]], dim=1)
-                outs.append(comfy_attention.optimized_attention_masked(q[rows], keys, values, heads, mask=zero_kv[2], attn_precision=precision))
+                outs.append(comfy_attention.optimized_attention_masked(q[rows], keys, values, heads, mask=mask, attn_precision=precision))
         return torch.cat(outs, dim=0) if len(outs) > 1 else outs[0]

@@ -1,4 +1,4 @@
-"""The TorchScript DensePose model: load from models/densepose, cache, run on ComfyUI's device, parse its output.
+"""The TorchScript DensePose model: load from models/densepose under ComfyUI's memory management, run, parse its output.
 
 Files: the TorchScript exports of detectron2's DensePose R50/R101 FPN (`densepose_r50_fpn_dl.torchscript`,
 `densepose_r101_fpn_dl.torchscript`, made with dajes/DensePose-TorchScript). Call contract: `model(image, bgr=True)`
@@ -8,11 +8,13 @@ in the fed image's pixels. The exports ComfyUI users download return a tuple
 score threshold was applied inside the model at export time (detectron2's ROI_HEADS.SCORE_THRESH_TEST, the
 exporter's `--min_score`). The exporter's newer version returns a dict (`pred_boxes`, `scores`,
 `pred_densepose_coarse_segm`, `pred_densepose_fine_segm`, ...); then the node's threshold is applied to `scores`.
+See docs/preprocessing.md ("DensePose").
 
-Memory: the loaded module is wrapped in a `comfy.model_patcher.ModelPatcher` (load device = ComfyUI's torch
-device, offload device = the UNet offload device) and moved there with `comfy.model_management.load_models_gpu`
-before each run. ComfyUI then counts it among its loaded models and unloads it (back to the offload device) when
-another model needs the memory; between runs it stays cached here in RAM, keyed by path, size and mtime.
+Memory: the loaded module is a `comfy.model_patcher.ModelPatcher` (load device = ComfyUI's torch device, offload
+device = the UNet offload device) held by `models/managed_models.py`, the pack's one cache of networks loaded by file
+name: ComfyUI loads it before each run, counts it among its models and frees it like any other ("Free model and node
+cache", another model needing the memory); once freed, the next run loads the file again. A file replaced under the
+same name is loaded again.
 
 Security, modestly: `torch.jit.load` does not run Python's pickle on arbitrary classes. A TorchScript archive holds
 TorchScript source, constants and tensors; its data records are read by TorchScript's own unpickler, which
@@ -28,42 +30,23 @@ security fixes before. It is not a sandbox: use model files from sources you tru
 
 from __future__ import annotations
 
-import logging
 import os
-from dataclasses import dataclass
 
 import comfy.model_management
 import comfy.model_patcher
-import folder_paths
 import torch
 
 from ..errors import TryOnInputError
+from ..model_folders import resolve
 from ..preprocess.densepose import Detections
+from .managed_models import managed_model
 from .weights_io import first_line
 
 FOLDER = "densepose"
+KIND = "densepose"
 DOWNLOAD_HINT = (
     "Download densepose_r50_fpn_dl.torchscript (Hugging Face LayerNorm/DensePose-TorchScript-with-hint-image) into ComfyUI/models/densepose and refresh."
 )
-
-log = logging.getLogger(__name__)
-
-
-@dataclass
-class _Cached:
-    key: tuple
-    patcher: comfy.model_patcher.ModelPatcher
-
-
-_CACHE: dict[str, _Cached] = {}
-
-
-def resolve(name: str, input_name: str = "densepose_model") -> str:
-    """Full path of a file listed in models/densepose, or a clear error."""
-    path = folder_paths.get_full_path(FOLDER, name) if name else None
-    if path is None or not os.path.isfile(path):
-        raise TryOnInputError(f"{input_name}: '{name}' is not in ComfyUI/models/densepose. {DOWNLOAD_HINT}")
-    return path
 
 
 def load_torchscript(path: str, input_name: str = "densepose_model") -> torch.jit.ScriptModule:
@@ -85,19 +68,17 @@ def load_torchscript(path: str, input_name: str = "densepose_model") -> torch.ji
 
 
 def densepose_patcher(name: str, input_name: str = "densepose_model") -> comfy.model_patcher.ModelPatcher:
-    """The cached ModelPatcher of a models/densepose file (loaded once; reloaded if the file changes)."""
-    path = resolve(name, input_name)
-    stat = os.stat(path)
-    key = (path, stat.st_size, stat.st_mtime_ns)
-    cached = _CACHE.get(path)
-    if cached is not None and cached.key == key:
-        return cached.patcher
-    module = load_torchscript(path, input_name)
-    patcher = comfy.model_patcher.ModelPatcher(
-        module, load_device=comfy.model_management.get_torch_device(), offload_device=comfy.model_management.unet_offload_device()
-    )
-    _CACHE[path] = _Cached(key, patcher)
-    return patcher
+    """The ModelPatcher of the models/densepose file `name`, loaded onto ComfyUI's device (from the file when not held)."""
+    path = resolve(FOLDER, name, input_name)
+
+    def build(path: str) -> comfy.model_patcher.ModelPatcher:
+        return comfy.model_patcher.ModelPatcher(
+            load_torchscript(path, input_name),
+            load_device=comfy.model_management.get_torch_device(),
+            offload_device=comfy.model_management.unet_offload_device(),
+        )
+
+    return managed_model(KIND, path, build, force_full_load=True)  # no comfy.ops casting inside: never split across devices
 
 
 def run_densepose(patcher: comfy.model_patcher.ModelPatcher, image_bgr: torch.Tensor, input_name: str = "densepose_model") -> Detections:

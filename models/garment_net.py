@@ -9,6 +9,7 @@ import torch
 
 from ..errors import TryOnInputError
 from .sdxl_unet import build_model_patcher, convert_unet_keys, unet_config_from_diffusers, without_adm
+from .weights_io import read_state_dict
 
 STRAY_ADM_PREFIX = "add_embedding."  # IDM's unet_encoder file carries 4 unused add_embedding tensors
 
@@ -31,6 +32,11 @@ def build_garment_model(
             "UNet (IDM-VTON's unet_encoder, or SDXL base). A 13-channel file is TryonNet: load it in the TryonNet loader."
         )
     unet_config = without_adm(unet_config)
-    comfy_unet, _ = convert_unet_keys(state_dict, unet_config, ignored_prefixes=(STRAY_ADM_PREFIX,))
+    comfy_unet, _ = convert_unet_keys(state_dict, unet_config, input_name, ignored_prefixes=(STRAY_ADM_PREFIX,))
     comfy_unet = {k: v for k, v in comfy_unet.items() if not k.startswith("label_emb.")}
     return build_model_patcher(GarmentNetConfig(unet_config), comfy_unet, weight_dtype)
+
+
+def load_garment_model(path: str, weight_dtype: str = "default", input_name: str = "garment_net_name") -> comfy.model_patcher.ModelPatcher:
+    """GarmentNet from a weights file (IDM's unet_encoder/ file, or a converted single file); errors name `input_name`."""
+    return build_garment_model(read_state_dict(path, input_name), weight_dtype, input_name)

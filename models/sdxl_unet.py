@@ -98,14 +98,17 @@ def attention_key(comfy_prefix: str) -> AttentionKey:
 
 
 def convert_unet_keys(
-    state_dict: dict[str, torch.Tensor], unet_config: dict, ignored_prefixes: tuple[str, ...] = ()
+    state_dict: dict[str, torch.Tensor], unet_config: dict, input_name: str, ignored_prefixes: tuple[str, ...] = ()
 ) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
     """Renames diffusers UNet keys to ComfyUI's; returns the weights and the diffusers->ComfyUI name map."""
     key_map = comfy.utils.unet_to_diffusers(unet_config)
     converted = {key_map[k]: v for k, v in state_dict.items() if k in key_map}
     leftover = [k for k in state_dict if k not in key_map and not k.startswith(ignored_prefixes)]
     if leftover:
-        raise TryOnInputError(f"unexpected UNet keys, e.g. {leftover[:3]}: the file does not match an SDXL UNet layout.")
+        raise TryOnInputError(
+            f"{input_name}: unexpected UNet keys, e.g. {leftover[:3]}: the file does not match an SDXL UNet layout. "
+            "Pick IDM-VTON's unet/ or unet_encoder/ weights, or a file converted from them."
+        )
     return converted, key_map
 
 
@@ -116,6 +119,8 @@ def build_model_patcher(model_config, comfy_unet: dict[str, torch.Tensor], weigh
     """Builds `model_config`'s model at the chosen weight dtype, loads UNet (+ extra) weights, wraps it in a ModelPatcher."""
     load_device = comfy.model_management.get_torch_device()
     offload_device = comfy.model_management.unet_offload_device()
+    if weight_dtype not in WEIGHT_DTYPES:  # ComfyUI 0.3.75 does not check V3 combo values against their options
+        raise TryOnInputError(f"weight_dtype: must be one of {', '.join(WEIGHT_DTYPES)}, not {weight_dtype!r}.")
     dtype = WEIGHT_DTYPES[weight_dtype]
     if dtype is None:
         dtype = comfy.model_management.unet_dtype(

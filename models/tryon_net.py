@@ -14,6 +14,7 @@ import torch
 from ..attention.resampler import Resampler
 from ..errors import TryOnInputError
 from .sdxl_unet import AttentionKey, attention_key, build_model_patcher, convert_unet_keys, reject_single_file_checkpoint, unet_config_from_diffusers
+from .weights_io import read_state_dict
 
 TRYON_IN_CHANNELS = 13
 RESAMPLER_PREFIX = "encoder_hid_proj."
@@ -115,7 +116,7 @@ def split_tryon_state_dict(state_dict: dict[str, torch.Tensor], input_name: str)
     unet_config = unet_config_from_diffusers(unet_weights, input_name)
     if unet_config["adm_in_channels"] is None:
         raise TryOnInputError(f"{input_name}: TryonNet must have SDXL's text-time add-embedding; this file has none.")
-    comfy_unet, key_map = convert_unet_keys(unet_weights, unet_config)
+    comfy_unet, key_map = convert_unet_keys(unet_weights, unet_config, input_name)
     ip_layout, extra = {}, {}
     for name, tensor in ip_weights.items():
         diffusers_prefix = name[: -len(".processor.to_k_ip.weight")]  # ...transformer_blocks.j.attn2
@@ -137,3 +138,8 @@ def build_tryon_model(
     patcher = build_model_patcher(TryonNetConfig(unet_config, ip_layout, resampler), comfy_unet, weight_dtype, extra)
     logging.info("IDM-VTON TryonNet loaded: %d IP cross-attentions, weight dtype %s", len(ip_layout), patcher.model_dtype())
     return patcher
+
+
+def load_tryon_model(path: str, weight_dtype: str = "default", input_name: str = "tryon_net_name") -> comfy.model_patcher.ModelPatcher:
+    """TryonNet from a weights file (IDM's unet/ .bin or .safetensors, or a converted single file); errors name `input_name`."""
+    return build_tryon_model(read_state_dict(path, input_name), weight_dtype, input_name)

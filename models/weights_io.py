@@ -1,47 +1,46 @@
-"""Reading state dicts from .safetensors and (safely) from pickled .bin/.pth files."""
+"""Reading state dicts through ComfyUI's loader, refusing pickles that would run code, with messages that name the input."""
 
 from __future__ import annotations
 
 import os
 import pickle
 import re
-import zipfile
 
-import safetensors.torch
+import comfy.utils
 import torch
 
 from ..errors import TryOnInputError
 
+SAFETENSORS_SUFFIXES = (".safetensors", ".sft")
 PICKLE_SUFFIXES = (".bin", ".pth", ".pt", ".ckpt")
 
 
 def read_state_dict(path: str, input_name: str) -> dict[str, torch.Tensor]:
-    """Loads tensors only: pickles go through `weights_only=True`, so no code in a file ever runs."""
-    if not os.path.isfile(path):
-        raise TryOnInputError(f"{input_name}: file not found: {path}. Put the model file in the listed folder and refresh.")
-    if os.path.getsize(path) == 0:
-        raise TryOnInputError(f"{input_name}: {os.path.basename(path)} is empty (0 bytes). Download it again.")
+    """The tensors of a weights file that `model_folders.resolve` found, read by `comfy.utils.load_torch_file`.
+
+    ComfyUI's loader applies its own options (`--disable-mmap`, `--mmap-torch-files`); pickles load with
+    `weights_only=True` (`safe_load=True`), so no code in a file ever runs: a pickle that asks to run code is refused
+    with a message that says so. Truncated or corrupt files, and files that are not a plain state dict of tensors,
+    get a message naming `input_name` and the fix.
+    """
+    name = os.path.basename(path)
+    if not path.lower().endswith(SAFETENSORS_SUFFIXES + PICKLE_SUFFIXES):
+        raise TryOnInputError(f"{input_name}: {name} is neither .safetensors nor a torch .bin/.pth file.")
     try:
-        if path.endswith(".safetensors"):
-            state_dict = safetensors.torch.load_file(path, device="cpu")
-        elif path.endswith(PICKLE_SUFFIXES):
-            mmap = zipfile.is_zipfile(path)
-            state_dict = torch.load(path, map_location="cpu", weights_only=True, mmap=mmap)
-        else:
-            raise TryOnInputError(f"{input_name}: {os.path.basename(path)} is neither .safetensors nor a torch .bin/.pth file.")
+        if os.path.getsize(path) == 0:
+            raise TryOnInputError(f"{input_name}: {name} is empty (0 bytes). Download it again.")
+        state_dict = comfy.utils.load_torch_file(path, safe_load=True)
     except TryOnInputError:
         raise
     except pickle.UnpicklingError as error:
         raise refused_pickle_error(path, input_name, error) from error
-    except Exception as error:  # corrupt or truncated files end here
+    except Exception as error:  # missing, truncated or corrupt files end here
         raise TryOnInputError(
-            f"{input_name}: cannot read {os.path.basename(path)} as model weights ({type(error).__name__}: "
+            f"{input_name}: cannot read {name} as model weights ({type(error).__name__}: "
             f"{first_line(error)}). The file is truncated or corrupt. Download it again, or convert it to .safetensors."
         ) from error
-    if isinstance(state_dict, dict) and "state_dict" in state_dict and isinstance(state_dict["state_dict"], dict):
-        state_dict = state_dict["state_dict"]
     if not isinstance(state_dict, dict) or not all(isinstance(v, torch.Tensor) for v in state_dict.values()):
-        raise TryOnInputError(f"{input_name}: {os.path.basename(path)} does not hold a plain state dict of tensors.")
+        raise TryOnInputError(f"{input_name}: {name} does not hold a plain state dict of tensors. Use the official weights file.")
     return state_dict
 
 

@@ -2,14 +2,12 @@
 
 from __future__ import annotations
 
-import folder_paths
+from comfy_api.latest import io
 
-from ..errors import TryOnInputError
-from ..model_folders import unet_file_choices
-from ..models.garment_net import build_garment_model
+from ..model_folders import resolve, unet_file_choices
+from ..models.garment_net import load_garment_model
 from ..models.sdxl_unet import WEIGHT_DTYPES
-from ..models.tryon_net import build_tryon_model
-from ..models.weights_io import read_state_dict
+from ..models.tryon_net import load_tryon_model
 
 CATEGORY = "try-on/IDM-VTON"
 DTYPE_TOOLTIP = (
@@ -17,67 +15,59 @@ DTYPE_TOOLTIP = (
 )
 
 
-def resolve(input_name: str, name: str) -> str:
-    path = folder_paths.get_full_path("idm_vton", name)
-    if path is None:
-        raise TryOnInputError(
-            f"{input_name}: '{name}' is not in ComfyUI/models/idm_vton any more (moved, deleted, or a broken "
-            "link since the list was made). Put the file back, or refresh the list (R) and pick another file."
+def weight_dtype_input() -> io.Combo.Input:
+    return io.Combo.Input("weight_dtype", options=list(WEIGHT_DTYPES), default="default", tooltip=DTYPE_TOOLTIP)
+
+
+class IDMVTONTryonNetLoader(io.ComfyNode):
+    @classmethod
+    def define_schema(cls) -> io.Schema:
+        return io.Schema(
+            node_id="IDMVTONTryonNetLoader",
+            display_name="IDM-VTON TryonNet Loader",
+            category=CATEGORY,
+            description="Loads IDM-VTON's TryonNet (13-channel SDXL inpainting UNet with IP-Adapter) as a MODEL.",
+            inputs=[
+                io.Combo.Input(
+                    "tryon_net_name",
+                    options=unet_file_choices("unet/"),
+                    tooltip="IDM-VTON's unet/diffusion_pytorch_model.bin (or .safetensors), or a single converted .safetensors, in models/idm_vton.",
+                ),
+                weight_dtype_input(),
+            ],
+            outputs=[io.Model.Output(display_name="tryon_model")],
         )
-    return path
-
-
-class IDMVTONTryonNetLoader:
-    DESCRIPTION = "Loads IDM-VTON's TryonNet (13-channel SDXL inpainting UNet with IP-Adapter) as a MODEL."
-    CATEGORY = CATEGORY
-    RETURN_TYPES = ("MODEL",)
-    RETURN_NAMES = ("tryon_model",)
-    FUNCTION = "load"
 
     @classmethod
-    def INPUT_TYPES(cls):
-        return {
-            "required": {
-                "tryon_net_name": (
-                    unet_file_choices("unet/"),
-                    {"tooltip": "IDM-VTON's unet/diffusion_pytorch_model.bin (or .safetensors), or a single converted .safetensors, in models/idm_vton."},
+    def execute(cls, tryon_net_name: str, weight_dtype: str) -> io.NodeOutput:
+        return io.NodeOutput(load_tryon_model(resolve("idm_vton", tryon_net_name, "tryon_net_name"), weight_dtype, "tryon_net_name"))
+
+
+class IDMVTONGarmentNetLoader(io.ComfyNode):
+    @classmethod
+    def define_schema(cls) -> io.Schema:
+        return io.Schema(
+            node_id="IDMVTONGarmentNetLoader",
+            display_name="IDM-VTON GarmentNet Loader",
+            category=CATEGORY,
+            description=(
+                "Loads IDM-VTON's GarmentNet (unet_encoder). Optional: GarmentNet is the frozen SDXL base UNet, "
+                "so an SDXL base checkpoint's MODEL works the same."
+            ),
+            inputs=[
+                io.Combo.Input(
+                    "garment_net_name",
+                    options=unet_file_choices("unet_encoder/"),
+                    tooltip="IDM-VTON's unet_encoder/diffusion_pytorch_model.safetensors (or a converted single file) in models/idm_vton.",
                 ),
-                "weight_dtype": (list(WEIGHT_DTYPES), {"default": "default", "tooltip": DTYPE_TOOLTIP}),
-            }
-        }
-
-    def load(self, tryon_net_name: str, weight_dtype: str):
-        state_dict = read_state_dict(resolve("tryon_net_name", tryon_net_name), "tryon_net_name")
-        return (build_tryon_model(state_dict, weight_dtype, "tryon_net_name"),)
-
-
-class IDMVTONGarmentNetLoader:
-    DESCRIPTION = (
-        "Loads IDM-VTON's GarmentNet (unet_encoder). Optional: GarmentNet is the frozen SDXL base UNet, so an SDXL base checkpoint's MODEL works the same."
-    )
-    CATEGORY = CATEGORY
-    RETURN_TYPES = ("MODEL",)
-    RETURN_NAMES = ("garment_model",)
-    FUNCTION = "load"
+                weight_dtype_input(),
+            ],
+            outputs=[io.Model.Output(display_name="garment_model")],
+        )
 
     @classmethod
-    def INPUT_TYPES(cls):
-        return {
-            "required": {
-                "garment_net_name": (
-                    unet_file_choices("unet_encoder/"),
-                    {"tooltip": "IDM-VTON's unet_encoder/diffusion_pytorch_model.safetensors (or a converted single file) in models/idm_vton."},
-                ),
-                "weight_dtype": (list(WEIGHT_DTYPES), {"default": "default", "tooltip": DTYPE_TOOLTIP}),
-            }
-        }
-
-    def load(self, garment_net_name: str, weight_dtype: str):
-        state_dict = read_state_dict(resolve("garment_net_name", garment_net_name), "garment_net_name")
-        return (build_garment_model(state_dict, weight_dtype, "garment_net_name"),)
+    def execute(cls, garment_net_name: str, weight_dtype: str) -> io.NodeOutput:
+        return io.NodeOutput(load_garment_model(resolve("idm_vton", garment_net_name, "garment_net_name"), weight_dtype, "garment_net_name"))
 
 
-NODES = {
-    "IDMVTONTryonNetLoader": (IDMVTONTryonNetLoader, "IDM-VTON TryonNet Loader"),
-    "IDMVTONGarmentNetLoader": (IDMVTONGarmentNetLoader, "IDM-VTON GarmentNet Loader"),
-}
+NODES = [IDMVTONTryonNetLoader, IDMVTONGarmentNetLoader]

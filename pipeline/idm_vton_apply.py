@@ -1,26 +1,33 @@
-"""The whole IDM-VTON preparation behind the apply node: encodes, IP tokens, patched MODEL, conditionings."""
+"""The whole IDM-VTON preparation behind the apply node: encodes, IP tokens, patched MODEL, conditionings.
+
+docs/idm_vton.md: "Input preparation", "IP-Adapter", "CLIP image preprocessing".
+"""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 
+import comfy.clip_vision
 import comfy.model_management
 import node_helpers
 import torch
 
 from ..attention.garment_features import transformer_block_widths
-from ..attention.tryon_patch import FEATURE_CACHE, TryOnState, patch_tryon_model, wanted_feature_keys
+from ..attention.reference_bank import ReferenceFeatureBank
+from ..attention.tryon_patch import TryOnState, patch_tryon_model, tryon_bank, wanted_feature_keys
 from ..errors import TryOnInputError
+from ..preprocess.clip_image import CLIP_SIZE, IP_IMAGE_PREPROCESS, clip_pixel_values
 from ..preprocess.tryon_inputs import prepare_pixels, tryon_concat
 
 
-@dataclass
+@dataclass(frozen=True)
 class TryOnResult:
-    model: object
+    model: object  # the patched TryonNet ModelPatcher
     positive: list
     negative: list
     latent: dict
-    state: TryOnState
+    state: TryOnState  # the data, immutable
+    bank: ReferenceFeatureBank  # the per-run garment features (mutable; shared by clones of `model`)
 
 
 def check_models(tryon_model, garment_model) -> None:
@@ -50,13 +57,46 @@ def first_context(conditioning, input_name: str) -> torch.Tensor:
     return conditioning[0][0]
 
 
-def ip_image_tokens(tryon_model, clip_vision, garment: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """IP tokens of the garment images and of zero pixel values (the unconditional tokens), once per run."""
+def clip_vision_outputs(clip_vision, image: torch.Tensor, ip_image_preprocess: str = "original") -> comfy.clip_vision.Output:
+    """CLIP vision outputs of a ComfyUI IMAGE, as `ClipVisionModel.encode_image` returns them, preprocessed as chosen.
+
+    "original": the original's PIL preprocessing (preprocess/clip_image.py) fed straight to the vision model, loaded
+    and placed as `encode_image` does; "comfyui": ComfyUI's own `encode_image` (torch resize).
+    """
+    if ip_image_preprocess not in IP_IMAGE_PREPROCESS:
+        raise TryOnInputError(f"ip_image_preprocess: must be one of {', '.join(IP_IMAGE_PREPROCESS)}, not {ip_image_preprocess!r}.")
+    if ip_image_preprocess == "comfyui":
+        return clip_vision.encode_image(image)
+    if getattr(clip_vision, "image_size", CLIP_SIZE) != CLIP_SIZE:
+        raise TryOnInputError(
+            f"clip_vision: this vision model takes {clip_vision.image_size}px images; the original preprocessing makes "
+            f"{CLIP_SIZE}px ones (CLIP ViT-H/14 or ViT-L/14 at 224). Pick that file in CLIPVisionLoader."
+        )
+    comfy.model_management.load_model_gpu(clip_vision.patcher)
+    pixel_values = clip_pixel_values(image).to(clip_vision.load_device).float()
+    all_hidden = getattr(clip_vision, "return_all_hidden_states", False)
+    with torch.no_grad():
+        out = clip_vision.model(pixel_values=pixel_values, intermediate_output="all" if all_hidden else -2)
+    device = comfy.model_management.intermediate_device()
+    outputs = comfy.clip_vision.Output()
+    outputs["last_hidden_state"] = out[0].to(device)
+    outputs["image_embeds"] = out[2].to(device)
+    outputs["penultimate_hidden_states"] = out[1][:, -2].to(device) if all_hidden else out[1].to(device)
+    outputs["mm_projected"] = out[3]
+    return outputs
+
+
+def ip_image_tokens(tryon_model, clip_vision, garment: torch.Tensor, ip_image_preprocess: str = "original") -> tuple[torch.Tensor, torch.Tensor]:
+    """IP tokens of the garment images and of zero pixel values (the unconditional tokens), once per run.
+
+    The garment is the one the VAE sees (resized to the working size), as the original feeds its 768x1024 garment
+    to both.
+    """
     if clip_vision is None or not hasattr(clip_vision, "encode_image"):
         raise TryOnInputError("clip_vision: load CLIP-ViT-H-14 with the CLIPVisionLoader node.")
     resampler = tryon_model.model.ip_resampler
     expected = resampler.proj_in.weight.shape[1]
-    cond_states = clip_vision.encode_image(garment).penultimate_hidden_states
+    cond_states = clip_vision_outputs(clip_vision, garment, ip_image_preprocess).penultimate_hidden_states
     if cond_states.shape[-1] != expected:
         raise TryOnInputError(
             f"clip_vision: this vision model gives {cond_states.shape[-1]}-wide features; IDM-VTON's "
@@ -65,7 +105,8 @@ def ip_image_tokens(tryon_model, clip_vision, garment: torch.Tensor) -> tuple[to
     comfy.model_management.load_model_gpu(clip_vision.patcher)
     size = clip_vision.image_size
     zeros = torch.zeros(1, 3, size, size, device=clip_vision.load_device)
-    uncond_states = clip_vision.model(pixel_values=zeros, intermediate_output=-2)[1]
+    with torch.no_grad():
+        uncond_states = clip_vision.model(pixel_values=zeros, intermediate_output=-2)[1]
     comfy.model_management.load_models_gpu([tryon_model])
     device = tryon_model.load_device
     dtype = tryon_model.model.manual_cast_dtype or tryon_model.model.get_dtype()
@@ -97,17 +138,18 @@ def apply_idm_vton(
     garment_strength: float = 1.0,
     garment_feature_cache: str = "off",
     uncond_keys: str = "single_key",
+    ip_image_preprocess: str = "original",
 ) -> TryOnResult:
+    """Everything the apply node outputs. `ip_image_preprocess` is checked by clip_vision_outputs (before the VAE runs),
+    `garment_feature_cache` and `uncond_keys` by TryOnState."""
     check_models(tryon_model, garment_model)
-    if garment_feature_cache not in FEATURE_CACHE:
-        raise TryOnInputError(f"garment_feature_cache: must be one of {', '.join(FEATURE_CACHE)}, not {garment_feature_cache!r}.")
     if vae is None or not hasattr(vae, "encode"):
         raise TryOnInputError("vae: connect the SDXL checkpoint's VAE.")
     garment_context = first_context(garment_conditioning, "garment_conditioning")
     first_context(positive, "positive")
     first_context(negative, "negative")
     pixels = prepare_pixels(person, mask, densepose, garment)
-    ip_cond, ip_uncond = ip_image_tokens(tryon_model, clip_vision, pixels.garment)  # before the VAE: a wrong vision model fails fast
+    ip_cond, ip_uncond = ip_image_tokens(tryon_model, clip_vision, pixels.garment, ip_image_preprocess)  # before the VAE: a wrong vision model fails fast
     latent_format = tryon_model.model.latent_format
     masked_latent = encode(vae, pixels.masked_person, latent_format)
     densepose_latent = encode(vae, pixels.densepose, latent_format)
@@ -129,10 +171,12 @@ def apply_idm_vton(
     batch, height, width = pixels.person.shape[:3]
     values = {"tryon_concat": concat, "width": width, "height": height, "crop_w": 0, "crop_h": 0, "target_width": width, "target_height": height}
     latent = {"samples": torch.zeros(batch, 4, height // 8, width // 8)}
+    model = patch_tryon_model(tryon_model, state)
     return TryOnResult(
-        patch_tryon_model(tryon_model, state),
+        model,
         node_helpers.conditioning_set_values(positive, values),
         node_helpers.conditioning_set_values(negative, values),
         latent,
         state,
+        tryon_bank(model),
     )

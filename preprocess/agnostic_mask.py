@@ -1,4 +1,4 @@
-"""IDM-VTON's agnostic mask (`get_mask_location` of the original, DESIGN.md §4.1), at any image size.
+"""IDM-VTON's agnostic mask (`get_mask_location` of the original, docs/preprocessing.md "Mask rules"), at any image size.
 
 Choice: the rules run natively at the label map's own size, not at 384x512 and back. The original's geometry is
 written for H = 512 (W = 384); here every length in pixels scales with s = H / 512, as the original already does for
@@ -25,12 +25,30 @@ import cv2
 import numpy as np
 from PIL import Image, ImageDraw
 
-CATEGORIES = ("upper_body", "lower_body", "dresses")
+from .labels import (
+    BAG,
+    CATEGORIES,
+    DRESS,
+    FACE,
+    HAT,
+    LEFT_ARM,
+    LEFT_LEG,
+    LEFT_SHOE,
+    NECK,
+    PANTS,
+    RIGHT_ARM,
+    RIGHT_LEG,
+    RIGHT_SHOE,
+    SKIRT,
+    SUNGLASSES,
+    UPPER_CLOTHES,
+    check_choice,
+)
+from .mask_ops import fill_holes
+
 ARM_WIDTHS = {"hd": 60, "dc": 45}
 MODEL_TYPES = tuple(ARM_WIDTHS)
 
-HAT, SUNGLASSES, UPPER_CLOTHES, SKIRT, PANTS, DRESS = 1, 3, 4, 5, 6, 7
-LEFT_SHOE, RIGHT_SHOE, FACE, LEFT_LEG, RIGHT_LEG, LEFT_ARM, RIGHT_ARM, BAG, NECK = 9, 10, 11, 12, 13, 14, 15, 16, 18
 HEAD = (HAT, SUNGLASSES, FACE)
 FIXED = (LEFT_SHOE, RIGHT_SHOE, HAT, SUNGLASSES, BAG)
 REGION = {"upper_body": (UPPER_CLOTHES, DRESS), "dresses": (UPPER_CLOTHES, SKIRT, PANTS, DRESS), "lower_body": (SKIRT, PANTS, LEFT_LEG, RIGHT_LEG)}
@@ -39,6 +57,13 @@ EXTRA_FIXED = {"upper_body": (SKIRT, PANTS), "dresses": (), "lower_body": (UPPER
 RIGHT_SIDE, LEFT_SIDE = (2, 3, 4), (5, 6, 7)
 WRIST_EXTENSION = 1.2
 REFERENCE_HEIGHT = 512
+
+
+def check_options(category: str, model_type: str) -> None:
+    """The mask node's `category` and `model_type` checked (a TryOnInputError naming the input otherwise)."""
+    check_choice(category, CATEGORIES, "category")
+    check_choice(model_type, MODEL_TYPES, "model_type")
+
 
 # Colours of the debug parsing image, RGB per label 0..18 (18 = neck)
 PALETTE = np.array(
@@ -108,16 +133,6 @@ def draw_arm(keypoints: np.ndarray | None, side: tuple[int, int, int], parsed_ar
     return np.asarray(canvas) > 0
 
 
-def _fill_holes(mask: np.ndarray) -> np.ndarray:
-    """The original's hole fill: zero the one-pixel border, flood the outside from (0, 0), OR in what it did not reach."""
-    image = np.where(mask, 255, 0).astype(np.uint8)
-    image[0, :] = image[-1, :] = 0
-    image[:, 0] = image[:, -1] = 0
-    flooded = image.copy()
-    cv2.floodFill(flooded, np.zeros((image.shape[0] + 2, image.shape[1] + 2), np.uint8), (0, 0), 255)
-    return (image | cv2.bitwise_not(flooded)) > 0
-
-
 def _largest_contour(mask: np.ndarray) -> np.ndarray:
     """Only the contour of largest absolute area (CCOMP: outer and hole contours), filled.
 
@@ -134,10 +149,7 @@ def _largest_contour(mask: np.ndarray) -> np.ndarray:
 def agnostic_mask(labels: np.ndarray, keypoints: np.ndarray | None, model_type: str, category: str) -> np.ndarray:
     """IDM-VTON's inpainting mask: (H, W) uint8, 1 = repaint, from ATR labels (+ neck 18) and OpenPose-18 keypoints
     in the labels' pixel coordinates (missing = (0, 0); None = parsing only, every wrist missing)."""
-    if category not in REGION:
-        raise ValueError(f"category must be one of {CATEGORIES}, got {category!r}")
-    if model_type not in ARM_WIDTHS:
-        raise ValueError(f"model_type must be one of {MODEL_TYPES}, got {model_type!r}")
+    check_options(category, model_type)
     if keypoints is not None:
         keypoints = np.asarray(keypoints, np.float64).reshape(-1, 2)
     labels = np.asarray(labels)
@@ -172,7 +184,7 @@ def agnostic_mask(labels: np.ndarray, keypoints: np.ndarray | None, model_type: 
     inpaint = ~keep
 
     # 5. holes filled, largest contour only
-    return _largest_contour(_fill_holes(inpaint)).astype(np.uint8)
+    return _largest_contour(fill_holes(inpaint)).astype(np.uint8)
 
 
 def colourise_labels(labels: np.ndarray) -> np.ndarray:

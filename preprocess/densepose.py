@@ -1,6 +1,7 @@
-"""IDM-VTON's DensePose image (DESIGN 4.2): detections -> fine part index -> Parula on black, at the input image's size.
+"""IDM-VTON's DensePose image (docs/preprocessing.md, "DensePose"): detections -> fine part index -> Parula on black, at the input image's size.
 
-Pure functions over tensors/arrays; the TorchScript model itself is loaded and run by `models/densepose_model.py`.
+Pure functions over tensors/arrays; the TorchScript model itself is loaded and run by `models/densepose_model.py`,
+and `pipeline/densepose.py` ties the two together for the node.
 
 Rendering, as detectron2's fine-segmentation visualizer with alpha 1 and no background (what IDM-VTON ran):
 - per detected person, coarse_segm [2, h, w] and fine_segm [25, h, w] logits are resampled bilinearly

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import torch
 
+from ..errors import TryOnInputError
 from .images import resize_image
 
 FIT_MODES = ("crop", "pad", "stretch")
@@ -26,4 +27,4 @@ def fit_image(image: torch.Tensor, height: int, width: int, mode: str = "crop", 
         top, left = (height - new_h) // 2, (width - new_w) // 2
         out[:, top : top + new_h, left : left + new_w] = resize_image(image, new_h, new_w)
         return out
-    raise ValueError(f"mode must be one of {FIT_MODES}, got {mode!r}")
+    raise TryOnInputError(f"mode: must be one of {', '.join(FIT_MODES)}, not {mode!r}.")

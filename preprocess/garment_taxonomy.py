@@ -17,8 +17,8 @@ import os
 from dataclasses import dataclass
 
 from ..errors import TryOnInputError
+from .labels import CATEGORIES
 
-CATEGORIES = ("upper_body", "lower_body", "dresses")
 BUILTIN_TAXONOMY = os.path.join(os.path.dirname(os.path.abspath(__file__)), "garment_taxonomy.json")
 DEFAULT_TEMPLATES = ("a photo of {}.",)
 MAX_FILE_BYTES = 4 * 1024 * 1024

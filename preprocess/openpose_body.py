@@ -1,22 +1,14 @@
-"""The CMU OpenPose body network (COCO-18) in torch, and its keypoint decoding (DESIGN.md §4.1, "Pose").
-
-The real `body_pose_model.pth` is a plain state dict with flat keys (`conv1_1.weight`, `Mconv7_stage6_L2.bias`, ...);
-the module below registers its convolutions under exactly those names, with channel widths read from the state dict.
+"""OpenPose body (COCO-18): the network's input and the decoding of its maps into keypoints (docs/preprocessing.md,
+"Pose"). The network itself and its loading are in models/openpose_body.py.
 """
 
 from __future__ import annotations
 
-import os
-from dataclasses import dataclass
+from collections.abc import Callable
 
 import cv2
 import numpy as np
 import scipy.ndimage
-import torch
-from torch import nn
-
-from ..errors import TryOnInputError
-from ..models.weights_io import read_state_dict
 
 NUM_PARTS = 18
 NUM_HEATMAPS = NUM_PARTS + 1  # 18 parts + background
@@ -78,157 +70,9 @@ LIMB_PAF_CHANNELS: tuple[tuple[int, int], ...] = (
 # Limbs from index 17 on (ear-shoulder links) only join parts to existing people; they never start a new one.
 FIRST_NON_SEEDING_LIMB = 17
 
-# Backbone: VGG-19's first ten 3x3 convs (max-pool after conv1_2, conv2_2, conv3_4), then the two CPM convs.
-BACKBONE = (
-    "conv1_1",
-    "conv1_2",
-    "pool",
-    "conv2_1",
-    "conv2_2",
-    "pool",
-    "conv3_1",
-    "conv3_2",
-    "conv3_3",
-    "conv3_4",
-    "pool",
-    "conv4_1",
-    "conv4_2",
-    "conv4_3_CPM",
-    "conv4_4_CPM",
-)
-STAGES = 6
-
-
-def _stage_layers(stage: int, branch: int) -> list[str]:
-    """Conv names of one stage branch (branch 1 = PAFs, 2 = heatmaps), in order; the last has no ReLU."""
-    if stage == 1:
-        return [f"conv5_{i}_CPM_L{branch}" for i in range(1, 6)]
-    return [f"Mconv{i}_stage{stage}_L{branch}" for i in range(1, 8)]
-
-
-def expected_conv_names() -> list[str]:
-    """Every convolution of the body network, in the real state dict's naming."""
-    names = [n for n in BACKBONE if n != "pool"]
-    for branch in (1, 2):
-        for stage in range(1, STAGES + 1):
-            names += _stage_layers(stage, branch)
-    return names
-
-
-class OpenPoseBodyNet(nn.Module):
-    """The 6-stage CPM body network: returns (PAFs (B,38,h,w), heatmaps (B,19,h,w)) at 1/8 of the input size."""
-
-    def __init__(self, conv_shapes: dict[str, tuple[int, ...]]):
-        super().__init__()
-        for name in expected_conv_names():
-            out_ch, in_ch, k, _ = conv_shapes[name]
-            self.add_module(name, nn.Conv2d(in_ch, out_ch, k, padding=k // 2))
-        self.pool = nn.MaxPool2d(kernel_size=2, stride=2)
-
-    def _branch(self, x: torch.Tensor, names: list[str]) -> torch.Tensor:
-        for i, name in enumerate(names):
-            x = getattr(self, name)(x)
-            if i < len(names) - 1:
-                x = torch.relu(x)
-        return x
-
-    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        for name in BACKBONE:
-            x = self.pool(x) if name == "pool" else torch.relu(getattr(self, name)(x))
-        features = x
-        pafs = self._branch(features, _stage_layers(1, 1))
-        heatmaps = self._branch(features, _stage_layers(1, 2))
-        for stage in range(2, STAGES + 1):
-            joined = torch.cat([pafs, heatmaps, features], dim=1)
-            pafs = self._branch(joined, _stage_layers(stage, 1))
-            heatmaps = self._branch(joined, _stage_layers(stage, 2))
-        return pafs, heatmaps
-
-
-def conv_shapes_from_state_dict(state_dict: dict[str, torch.Tensor], input_name: str, file_name: str = "the file") -> dict[str, tuple[int, ...]]:
-    """Each conv's (out, in, k, k) read from the weights, checked to chain into the network OpenPose defines."""
-    names = expected_conv_names()
-    expected = {f"{n}.{p}" for n in names for p in ("weight", "bias")}
-    missing = sorted(expected - set(state_dict))
-    extra = sorted(set(state_dict) - expected)
-    if missing or extra:
-        detail = f"missing {missing[:3]}" if missing else f"unexpected {extra[:3]}"
-        raise TryOnInputError(
-            f"{input_name}: {file_name} is not the OpenPose body model body_pose_model.pth ({detail}; {len(missing)} missing, "
-            f"{len(extra)} unexpected keys). Pick the body model (lllyasviel/Annotators body_pose_model.pth), not a hand/face/DWPose file."
-        )
-    shapes = {}
-    for name in names:
-        weight, bias = state_dict[f"{name}.weight"], state_dict[f"{name}.bias"]
-        if weight.dim() != 4 or weight.shape[2] != weight.shape[3] or weight.shape[2] % 2 == 0 or tuple(bias.shape) != (weight.shape[0],):
-            raise TryOnInputError(f"{input_name}: {file_name} has a malformed layer {name} ({tuple(weight.shape)}); download body_pose_model.pth again.")
-        shapes[name] = tuple(weight.shape)
-
-    def out(name: str) -> int:
-        return shapes[name][0]
-
-    def check(name: str, in_channels: int) -> None:
-        if shapes[name][1] != in_channels:
-            raise TryOnInputError(
-                f"{input_name}: {file_name} layer {name} takes {shapes[name][1]} channels where {in_channels} arrive; "
-                "the file is not a consistent OpenPose body model."
-            )
-
-    previous = 3
-    for name in BACKBONE:
-        if name != "pool":
-            check(name, previous)
-            previous = out(name)
-    features = previous
-    for branch, channels in ((1, NUM_PAFS), (2, NUM_HEATMAPS)):
-        for stage in range(1, STAGES + 1):
-            layers = _stage_layers(stage, branch)
-            previous = features if stage == 1 else NUM_PAFS + NUM_HEATMAPS + features
-            for name in layers:
-                check(name, previous)
-                previous = out(name)
-            if previous != channels:
-                raise TryOnInputError(
-                    f"{input_name}: {file_name} stage {stage} outputs {previous} channels instead of {channels}; this is not the COCO-18 OpenPose body model."
-                )
-    return shapes
-
-
-@dataclass
-class BodyPoseModel:
-    """A loaded body network with the file it came from."""
-
-    net: OpenPoseBodyNet
-    path: str
-
-
-_CACHE: dict[tuple[str, float], BodyPoseModel] = {}
-
-
-def body_pose_model_from_state_dict(state_dict: dict[str, torch.Tensor], input_name: str, path: str = "state dict") -> BodyPoseModel:
-    """Builds the network sized by the state dict and loads it strictly (float32, eval mode, on the CPU)."""
-    shapes = conv_shapes_from_state_dict(state_dict, input_name, os.path.basename(path))
-    net = OpenPoseBodyNet(shapes)
-    net.load_state_dict({k: v.float() for k, v in state_dict.items()}, strict=True)
-    net.eval().requires_grad_(False)
-    return BodyPoseModel(net=net, path=path)
-
-
-def load_body_pose_model(path: str, input_name: str) -> BodyPoseModel:
-    """Loads body_pose_model.pth (weights_only) or a .safetensors copy; cached per (path, mtime). Errors name `input_name`."""
-    if not path or not os.path.isfile(path):
-        raise TryOnInputError(f"{input_name}: file not found: {path}. Put body_pose_model.pth in models/openpose and refresh.")
-    key = (os.path.abspath(path), os.path.getmtime(path))
-    if key not in _CACHE:
-        state_dict = read_state_dict(path, input_name)
-        model = body_pose_model_from_state_dict(state_dict, input_name, path)
-        _CACHE.clear()  # one pose model at a time is plenty
-        _CACHE[key] = model
-    return _CACHE[key]
-
 
 # ----------------------------------------------------------------------------------------------
-# Pre-processing and running the network
+# Pre-processing and the network maps
 # ----------------------------------------------------------------------------------------------
 def prepare_input(image_bgr: np.ndarray) -> tuple[np.ndarray, tuple[int, int], tuple[int, int]]:
     """Scales so the height is 368 x 0.5 (cubic), pads right/bottom to a multiple of 8 with 128, normalises x/256 - 0.5.
@@ -255,44 +99,9 @@ def upsample_maps(maps: np.ndarray, scaled_hw: tuple[int, int], size_hw: tuple[i
     return out[:, :, None] if out.ndim == 2 else out
 
 
-def run_body_network(model: BodyPoseModel, image_rgb: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """(heatmaps (H,W,19), PAFs (H,W,38)) at the image size, for a uint8 (H,W,3) RGB image, on ComfyUI's torch device."""
-    import comfy.model_management as mm
-
-    image_rgb = np.asarray(image_rgb)
-    if image_rgb.ndim != 3 or image_rgb.shape[2] != 3 or min(image_rgb.shape[:2]) < 2:
-        raise TryOnInputError(f"image: OpenPose needs an RGB image (H, W, 3), got shape {tuple(image_rgb.shape)}.")
-    if image_rgb.dtype != np.uint8:  # a float image in [0, 1]
-        image_rgb = (np.clip(image_rgb.astype(np.float32), 0.0, 1.0) * 255.0).round().astype(np.uint8)
-    image_bgr = np.ascontiguousarray(image_rgb[:, :, ::-1])
-    batch, scaled_hw, _ = prepare_input(image_bgr)
-    device = mm.get_torch_device()
-    net = model.net.to(device)
-    with torch.inference_mode():
-        pafs, heatmaps = net(torch.from_numpy(batch).to(device))
-    size = image_rgb.shape[:2]
-    heat = upsample_maps(heatmaps[0].float().cpu().numpy(), scaled_hw, size)
-    paf = upsample_maps(pafs[0].float().cpu().numpy(), scaled_hw, size)
-    return heat, paf
-
-
-def detect_body_keypoints(model: BodyPoseModel, image_rgb: np.ndarray) -> np.ndarray | None:
-    """The first person's 18 COCO keypoints as (18, 2) float32 pixel (x, y), missing = (0, 0); None when nobody is found."""
-    heatmaps, pafs = run_body_network(model, image_rgb)
-    return decode_keypoints(heatmaps, pafs)
-
-
 # ----------------------------------------------------------------------------------------------
 # Decoding: peaks, limbs, people
 # ----------------------------------------------------------------------------------------------
-def _check_interrupt() -> None:
-    try:
-        import comfy.model_management as mm
-    except ImportError:  # plain use outside ComfyUI
-        return
-    mm.throw_exception_if_processing_interrupted()
-
-
 def find_peaks(heatmaps: np.ndarray, threshold: float = PEAK_THRESHOLD, sigma: float = GAUSSIAN_SIGMA) -> list[np.ndarray]:
     """Per part, the (n, 4) peaks [x, y, score, id] of the smoothed heatmap above `threshold` that are >= their 4 neighbours.
 
@@ -337,11 +146,14 @@ def score_limb_candidates(cand_a: np.ndarray, cand_b: np.ndarray, paf_xy: np.nda
     return rows_out[np.argsort(-rows_out[:, 2], kind="stable")]
 
 
-def connect_limbs(peaks: list[np.ndarray], pafs: np.ndarray, image_height: int) -> list[np.ndarray | None]:
-    """Per limb, the greedy one-to-one connections [id_a, id_b, score, i, j] (best scores first); None where a part has no peak."""
+def connect_limbs(peaks: list[np.ndarray], pafs: np.ndarray, image_height: int, interrupt: Callable[[], None] | None = None) -> list[np.ndarray | None]:
+    """Per limb, the greedy one-to-one connections [id_a, id_b, score, i, j] (best scores first); None where a part has no peak.
+
+    `interrupt` is called before each limb (it raises to stop a long decoding)."""
     connections: list[np.ndarray | None] = []
     for (part_a, part_b), (cx, cy) in zip(LIMBS, LIMB_PAF_CHANNELS, strict=True):
-        _check_interrupt()
+        if interrupt is not None:
+            interrupt()
         cand_a, cand_b = peaks[part_a], peaks[part_b]
         if len(cand_a) == 0 or len(cand_b) == 0:
             connections.append(None)
@@ -400,12 +212,12 @@ def assemble_people(peaks: list[np.ndarray], connections: list[np.ndarray | None
     return np.array(kept, dtype=np.float64).reshape(-1, NUM_PARTS + 2)
 
 
-def decode_people(heatmaps: np.ndarray, pafs: np.ndarray) -> list[np.ndarray]:
+def decode_people(heatmaps: np.ndarray, pafs: np.ndarray, interrupt: Callable[[], None] | None = None) -> list[np.ndarray]:
     """Every person found, in OpenPose's order, as (18, 3) float32 [x, y, score]; missing parts are (0, 0, 0)."""
     if heatmaps.ndim != 3 or heatmaps.shape[2] < NUM_PARTS or pafs.shape[:2] != heatmaps.shape[:2] or pafs.shape[2] != NUM_PAFS:
         raise ValueError(f"decode_people needs (H,W,>=18) heatmaps and (H,W,38) PAFs, got {heatmaps.shape} and {pafs.shape}")
     peaks = find_peaks(heatmaps)
-    connections = connect_limbs(peaks, pafs, heatmaps.shape[0])
+    connections = connect_limbs(peaks, pafs, heatmaps.shape[0], interrupt)
     people = assemble_people(peaks, connections)
     by_id = {int(p[3]): p for part in peaks for p in part}
     out = []
@@ -418,9 +230,9 @@ def decode_people(heatmaps: np.ndarray, pafs: np.ndarray) -> list[np.ndarray]:
     return out
 
 
-def decode_keypoints(heatmaps: np.ndarray, pafs: np.ndarray) -> np.ndarray | None:
+def decode_keypoints(heatmaps: np.ndarray, pafs: np.ndarray, interrupt: Callable[[], None] | None = None) -> np.ndarray | None:
     """The first person (as IDM-VTON takes `subset[0]`) as (18, 2) float32 pixel (x, y), missing = (0, 0); None if nobody."""
-    people = decode_people(heatmaps, pafs)
+    people = decode_people(heatmaps, pafs, interrupt)
     if not people:
         return None
     return np.ascontiguousarray(people[0][:, :2])

@@ -1,4 +1,4 @@
-"""IDM-VTON's input preparation (DESIGN 3.3): sizes, binary mask, masked person, the 9 extra channels."""
+"""IDM-VTON's input preparation (docs/idm_vton.md, "Input preparation"): sizes, binary mask, masked person, the 9 extra channels."""
 
 from __future__ import annotations
 

@@ -249,7 +249,121 @@ def batch(object_info: dict) -> UIWorkflow:
     return w
 
 
-BUILDERS = {"idm_vton_upper_body": upper_body, "idm_vton_manual_mask": manual_mask, "idm_vton_dresscode": dresscode, "idm_vton_batch": batch}
+OOTD_MODELS_NOTE = """## Model files (see the README's model table)
+- models/diffusion_models/ootd/ootd_{kind}/checkpoint-36000/unet_vton/ and unet_garm/:
+  diffusion_pytorch_model.safetensors + config.json each, from levihsu/OOTDiffusion's
+  checkpoints/ootd/ (CC BY-NC-SA 4.0, non-commercial). Copy the ootd/ folder as it is.
+- models/checkpoints/v1-5-pruned-emaonly.safetensors (any SD1.5 checkpoint: its CLIP text encoder and VAE;
+  its MODEL is not used)
+- models/clip_vision/clip-vit-large-patch14.safetensors (openai/clip-vit-large-patch14's model.safetensors)
+- models/humanparsing/parsing_atr.onnx, parsing_lip.onnx; models/openpose/body_pose_model.pth
+Pick your own file names in the loaders if they differ."""
+
+OOTD_DEFAULTS_NOTE = """## OOTDiffusion's defaults
+SamplerCustom with 'OOTDiffusion Sampler' (unipc) and 'OOTDiffusion Scheduler' (20 steps, karras):
+the original's scheduler and its repaint outside the mask, cfg 2.0 as its demo. Any KSampler also
+works with the apply node's outputs (then ComfyUI's own noise_mask repaint, see the README).
+There is no text prompt: OOTDiffusion's text tokens are fixed (hd) or the category word (dc)."""
+
+
+def ootd_person_inputs(b: Builder, category: str, model_type: str):
+    """Person photo -> Person Crop (found by the parsing model) -> Agnostic Mask on the crop (OOTDiffusion needs no DensePose)."""
+    w = b.w
+    person = w.node("LoadImage", (0, 0), {"image": "person.png"}, title="Person photo")
+    crop = w.node(
+        "TryOnPersonCrop",
+        (0, 360),
+        {"width": 768, "height": 1024, "margin": 0.1, "person_source": "auto", "parsing_model": "parsing_atr.onnx"},
+        {"image": person.out("IMAGE")},
+    )
+    mask = w.node(
+        "TryOnAgnosticMask",
+        (400, 0),
+        {
+            "atr_model": "parsing_atr.onnx",
+            "lip_model": "parsing_lip.onnx",
+            "pose_model": "body_pose_model.pth",
+            "category": category,
+            "model_type": model_type,
+            "grow": 0,
+            "feather": 0,
+        },
+        {"image": crop.out("image")},
+    )
+    w.node("PreviewImage", (400, 380), {}, {"images": mask.out("preview")}, title="Mask preview (grey = repainted)")
+    return person, crop, mask
+
+
+def ootd(
+    object_info: dict, kind: str = "hd", category: str = "upper_body", garment_file: str = "garment.png", prefix: str = "ootd_hd_upper_body"
+) -> UIWorkflow:
+    """OOTDiffusion: crop -> mask -> OOTDiffusion Apply -> SamplerCustom (the original's sampler) -> decode -> paste-back."""
+    b = Builder(object_info)
+    w = b.w
+    w.note(OOTD_MODELS_NOTE.replace("{kind}", kind), (0, -330), (760, 300), "Where the model files go")
+    settings = OOTD_DEFAULTS_NOTE
+    if kind == "dc":
+        settings = (
+            "## DressCode categories\nSet `category` to the same value on BOTH the mask node and the apply node: "
+            "upper_body, lower_body or dresses, and load a matching garment photo. lower_body needs a photo that "
+            "shows the legs. model_type 'dc' on both (DressCode arm width; the ootd_dc UNets).\n\n" + OOTD_DEFAULTS_NOTE
+        )
+    w.note(settings, (800, -330), (620, 300), "Settings")
+    person, crop, mask = ootd_person_inputs(b, category, kind)
+    garment = b.garment(800, 0, garment_file)
+    unet = "ootd/ootd_{}/checkpoint-36000/unet_{}/diffusion_pytorch_model.safetensors"
+    vton = w.node("OOTDiffusionUNetLoader", (1200, 0), {"unet_name": unet.format(kind, "vton")}, title="unet_vton")
+    garm = w.node("OOTDiffusionUNetLoader", (1200, 140), {"unet_name": unet.format(kind, "garm")}, title="unet_garm")
+    sd15 = w.node("CheckpointLoaderSimple", (1200, 280), {"ckpt_name": "v1-5-pruned-emaonly.safetensors"}, title="SD1.5 (text encoder, VAE)")
+    vision = w.node("CLIPVisionLoader", (1200, 420), {"clip_name": "clip-vit-large-patch14.safetensors"}, title="CLIP Vision ViT-L/14")
+    apply = w.node(
+        "OOTDiffusionApply",
+        (1600, 0),
+        {"model_type": kind, "category": category},
+        {
+            "vton_model": vton.out(0),
+            "garment_model": garm.out(0),
+            "vae": sd15.out("VAE"),
+            "clip": sd15.out("CLIP"),
+            "clip_vision": vision.out(0),
+            "person_image": crop.out("image"),
+            "mask": mask.out("mask"),
+            "garment_image": garment.out(0),
+        },
+    )
+    sampler = w.node("OOTDiffusionSampler", (1600, 330), {"mode": "unipc"})
+    sigmas = w.node("OOTDiffusionScheduler", (1600, 450), {"steps": 20, "schedule": "karras"}, {"model": apply.out("model")})
+    sample = w.node(
+        "SamplerCustom",
+        (1980, 0),
+        {"add_noise": True, "noise_seed": 42, "cfg": 2.0},
+        {
+            "model": apply.out("model"),
+            "positive": apply.out("positive"),
+            "negative": apply.out("negative"),
+            "sampler": sampler.out(0),
+            "sigmas": sigmas.out(0),
+            "latent_image": apply.out("latent"),
+        },
+    )
+    b.decode = w.node("VAEDecode", (1980, 400), {}, {"samples": sample.out(0), "vae": sd15.out("VAE")})
+    b.paste_and_save(2400, 0, person.out("IMAGE"), mask.out("mask"), crop.out("crop_info"), prefix)
+    return w
+
+
+def ootd_dc(object_info: dict) -> UIWorkflow:
+    """OOTDiffusion DressCode (full body) on a dress; switch `category` on the mask and apply nodes."""
+    return ootd(object_info, kind="dc", category="dresses", garment_file="garment_dress.png", prefix="ootd_dc")
+
+
+BUILDERS = {
+    "idm_vton_upper_body": upper_body,
+    "idm_vton_manual_mask": manual_mask,
+    "idm_vton_dresscode": dresscode,
+    "idm_vton_batch": batch,
+    "ootd_hd_upper_body": ootd,
+    "ootd_dc": ootd_dc,
+}
 
 
 def main() -> int:

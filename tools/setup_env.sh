@@ -90,6 +90,13 @@ if [ ! -f "$PACK_STAMP" ]; then
   touch "$PACK_STAMP"
 fi
 
+# 5b. onnxruntime for human parsing: not in requirements.txt (the CPU `onnxruntime` installed over a user's
+# `onnxruntime-gpu` replaces the GPU build). The tests need one: the CPU package, only when no build is importable.
+if ! "$PY" -c 'import onnxruntime' 2>/dev/null; then
+  log "no onnxruntime or onnxruntime-gpu found: installing the CPU onnxruntime for human parsing"
+  "${PIP[@]}" onnxruntime
+fi
+
 # 6. The pack inside the host's custom_nodes/ (a symlink: edits are live).
 LINK="$COMFY/custom_nodes/comfyui-tryon"
 if [ ! -e "$LINK" ]; then

@@ -3,14 +3,16 @@
 from __future__ import annotations
 
 import json
+import os
 import pathlib
 import re
+import shutil
 
 import comfy_host
 import numpy as np
 import pytest
 import torch
-from fixtures_caption import TINY_CLIP, TINY_SIGLIP, write_tiny_siglip
+from fixtures_caption import TINY_CLIP, TINY_SIGLIP, write_tiny_clip, write_tiny_siglip
 from graphs import CHECKPOINT
 from sample_images import write_tryon_inputs
 
@@ -24,13 +26,28 @@ def caption(pack):
 
 
 @pytest.fixture(scope="module")
+def caption_pipeline(pack):
+    return comfy_host.pack_module("pipeline.garment_caption")
+
+
+@pytest.fixture(scope="module")
+def caption_model(pack):
+    return comfy_host.pack_module("models.caption_model")
+
+
+@pytest.fixture(scope="module")
+def managed(pack):
+    return comfy_host.pack_module("models.managed_models")
+
+
+@pytest.fixture(scope="module")
 def taxonomy(pack):
     return comfy_host.pack_module("preprocess.garment_taxonomy")
 
 
 @pytest.fixture(scope="module")
 def node(pack):
-    return comfy_host.pack_module("nodes.caption").TryOnGarmentCaption()
+    return pack.NODE_CLASS_MAPPINGS["TryOnGarmentCaption"]
 
 
 @pytest.fixture(scope="module")
@@ -47,9 +64,8 @@ def garment(seed: int, batch: int = 1) -> torch.Tensor:
 
 
 def run(node, image, category="upper_body", caption_model=TINY_CLIP, description="", taxonomy="built-in"):
-    return dict(
-        zip(("description", "tryon_prompt", "garment_prompt", "scores"), node.caption(image, category, caption_model, description, taxonomy), strict=True)
-    )
+    outputs = node.execute(image, category, caption_model, description, taxonomy).result
+    return dict(zip(("description", "tryon_prompt", "garment_prompt", "scores"), outputs, strict=True))
 
 
 def score_lines(scores: str) -> dict[str, list[tuple[str, float]]]:
@@ -101,10 +117,12 @@ def test_lower_body_asks_no_sleeve_or_neckline_and_offers_pants_jeans_shorts_ski
 # ----------------------------------------------------------------------------------------------
 # Captions and prompts
 # ----------------------------------------------------------------------------------------------
-def test_caption_is_deterministic_across_calls_and_a_fresh_model_load(node, caption):
+def test_caption_is_deterministic_across_calls_and_a_fresh_model_load(node):
+    import comfy.model_management as mm
+
     first = run(node, garment(1))
     assert run(node, garment(1)) == first
-    caption._models.clear()
+    mm.unload_all_models()
     assert run(node, garment(1)) == first
     assert first["description"]
 
@@ -131,15 +149,13 @@ def test_lower_body_caption_uses_only_lower_body_attributes(node, taxonomy):
     assert any(out["description"].endswith(item) for item in lower_items)
 
 
-def test_scores_show_the_top_three_per_attribute_with_softmax_probabilities(node, caption, taxonomy):
+def test_scores_show_the_top_three_per_attribute_with_softmax_probabilities(node, caption_pipeline, caption_model, taxonomy):
     image = garment(4)
     out = run(node, image)
     header = out["scores"].splitlines()[0]
     assert TINY_CLIP in header and "softmax" in header
-    model = caption.load_caption_model(
-        str(pathlib.Path(comfy_host.pack_module("nodes.caption").resolve_listed("caption_model", f"{TINY_CLIP}/config.json")).parent), TINY_CLIP
-    )
-    scores = model.score(image[0], taxonomy.builtin_taxonomy().for_category("upper_body"))
+    model = caption_model.load_caption_model(TINY_CLIP)
+    scores = caption_pipeline.score_attributes(model, image[0], taxonomy.builtin_taxonomy().for_category("upper_body"))
     parsed = score_lines(out["scores"])
     for score in scores:
         assert sum(score.probabilities) == pytest.approx(1.0, abs=1e-5)  # CLIP: softmax over each attribute's tags
@@ -192,12 +208,14 @@ def test_without_a_model_or_a_description_the_error_names_both_inputs(node):
 # ----------------------------------------------------------------------------------------------
 # Caption model folders
 # ----------------------------------------------------------------------------------------------
-def test_model_choices_are_folders_with_a_config_json(pack, caption_dir):
+def test_model_choices_are_folders_with_a_config_json(node, caption_dir):
     write_json(caption_dir / "taxonomies" / "listed.json", {"attributes": {}, "categories": {}})
-    choices = comfy_host.pack_module("nodes.caption").caption_model_choices()
+    write_json(caption_dir / "taxonomies" / "nested" / "config.json", {"model_type": "clip"})  # under taxonomies/: never a model
+    inputs = node.INPUT_TYPES()  # what /object_info shows, computed again on each refresh
+    choices = inputs["required"]["caption_model"][1]["options"]
     assert choices[0] == "none" and TINY_CLIP in choices
     assert not any(c.startswith("taxonomies") or c.endswith(".json") for c in choices)
-    assert "taxonomies/listed.json" in comfy_host.pack_module("nodes.caption").taxonomy_choices()
+    assert "taxonomies/listed.json" in inputs["optional"]["taxonomy"][1]["options"]
 
 
 def test_a_folder_that_is_not_clip_or_siglip_is_refused_clearly(node, caption_dir):
@@ -275,19 +293,65 @@ def test_a_malformed_taxonomy_file_is_refused_naming_the_input_and_the_place(nod
 # ----------------------------------------------------------------------------------------------
 # ComfyUI memory management
 # ----------------------------------------------------------------------------------------------
-def test_the_model_is_loaded_and_freed_by_comfyui_memory_management(node, caption):
+def caption_entries(managed, folder: pathlib.Path | None = None) -> list[tuple]:
+    """The managed-model keys of caption networks (of the model folder `folder` when given)."""
+    real = None if folder is None else str(folder.resolve())
+    return [key for key in managed.loaded_entries() if key[0].startswith("garment_caption:") and (real is None or key[1].startswith(real + "/"))]
+
+
+def test_the_model_is_loaded_and_freed_by_comfyui_memory_management(node, caption_model, managed):
     import comfy.model_management as mm
 
     first = run(node, garment(12))
-    (model,) = [m for m in caption._models.values() if m.name == TINY_CLIP]
-    assert any(loaded.model is model.patcher for loaded in mm.current_loaded_models)
-    assert model.patcher.model_size() > 0 and model.patcher.load_device == mm.get_torch_device()
+    patcher = caption_model.load_caption_model(TINY_CLIP).patcher
+    assert caption_model.load_caption_model(TINY_CLIP).patcher is patcher  # held between runs: loaded once
+    assert any(loaded.model is patcher for loaded in mm.current_loaded_models)
+    assert patcher.model_size() > 0 and patcher.load_device == mm.get_torch_device()
+    assert len(caption_entries(managed)) >= 1
     mm.free_memory(1e30, mm.get_torch_device())  # what ComfyUI does when another model needs the memory
-    assert not any(loaded.model is model.patcher for loaded in mm.current_loaded_models)
-    assert run(node, garment(12)) == first  # reloaded on demand, same result
-    assert any(loaded.model is model.patcher for loaded in mm.current_loaded_models)
-    mm.unload_all_models()
-    assert not any(loaded.model is model.patcher for loaded in mm.current_loaded_models)
+    assert not any(loaded.model is patcher for loaded in mm.current_loaded_models)
+    assert caption_entries(managed) == []  # nothing of it is kept by the pack
+    assert run(node, garment(12)) == first  # loaded again from the files, same result
+    reloaded = caption_model.load_caption_model(TINY_CLIP).patcher
+    assert reloaded is not patcher and any(loaded.model is reloaded for loaded in mm.current_loaded_models)
+    mm.unload_all_models()  # "Free model and node cache"
+    assert not any(loaded.model is reloaded for loaded in mm.current_loaded_models)
+    assert caption_entries(managed) == []
+    assert run(node, garment(12)) == first
+
+
+def test_a_replaced_weights_file_is_loaded_again_with_the_config_unchanged(node, caption_model, managed, caption_dir, tmp_path):
+    folder = caption_dir / "replaced-clip"
+    shutil.copytree(caption_dir / TINY_CLIP, folder, dirs_exist_ok=True)
+    before = run(node, garment(14), caption_model="replaced-clip")
+    first = caption_model.load_caption_model("replaced-clip").patcher
+    config = (folder / "config.json").read_bytes()
+    write_tiny_clip(tmp_path / "other-seed", seed=1)
+    shutil.copy(tmp_path / "other-seed" / "model.safetensors", folder / "model.safetensors")
+    assert (folder / "config.json").read_bytes() == config
+    assert run(node, garment(14), caption_model="replaced-clip") != before  # the new weights score
+    assert caption_model.load_caption_model("replaced-clip").patcher is not first
+    assert len(caption_entries(managed, folder)) == 1  # the old version is dropped
+    replaced = run(node, garment(14), caption_model="replaced-clip")
+    shutil.copytree(tmp_path / "other-seed", caption_dir / "seed1-clip", dirs_exist_ok=True)
+    fresh = run(node, garment(14), caption_model="seed1-clip")  # a folder that only ever held the new weights
+    assert replaced["scores"].replace("replaced-clip", "seed1-clip") == fresh["scores"]
+
+
+def test_the_node_fingerprint_follows_the_model_and_taxonomy_files(node, caption_dir):
+    folder = caption_dir / "fingerprinted-clip"
+    shutil.copytree(caption_dir / TINY_CLIP, folder, dirs_exist_ok=True)
+    write_json(caption_dir / "taxonomies" / "fingerprinted.json", CUSTOM)
+    inputs = {"caption_model": "fingerprinted-clip", "taxonomy": "taxonomies/fingerprinted.json", "category": "upper_body"}
+    before = node.fingerprint_inputs(**inputs)
+    assert node.fingerprint_inputs(**inputs) == before
+    stat = (folder / "model.safetensors").stat()
+    os.utime(folder / "model.safetensors", ns=(stat.st_atime_ns, stat.st_mtime_ns + 10**9))
+    after_weights = node.fingerprint_inputs(**inputs)
+    assert after_weights != before
+    write_json(caption_dir / "taxonomies" / "fingerprinted.json", {**CUSTOM, "comment": "edited"})
+    assert node.fingerprint_inputs(**inputs) != after_weights
+    assert node.fingerprint_inputs(caption_model="none") == node.fingerprint_inputs()
 
 
 # ----------------------------------------------------------------------------------------------

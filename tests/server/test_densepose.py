@@ -17,7 +17,8 @@ from PIL import Image
 
 dp = comfy_host.pack_module("preprocess.densepose")
 dp_model = comfy_host.pack_module("models.densepose_model")
-errors = comfy_host.pack_module("models.errors")
+managed = comfy_host.pack_module("models.managed_models")
+errors = comfy_host.pack_module("errors")
 tryon_inputs = comfy_host.pack_module("preprocess.tryon_inputs")
 
 BACKGROUND = (40, 40, 40)
@@ -89,7 +90,7 @@ def to_uint8(image: torch.Tensor) -> np.ndarray:
 
 @pytest.fixture(scope="module")
 def node(pack):
-    return pack.NODE_CLASS_MAPPINGS["TryOnDensePose"]()
+    return pack.NODE_CLASS_MAPPINGS["TryOnDensePose"]
 
 
 def run_node(
@@ -101,7 +102,7 @@ def run_node(
     person: str = "all",
     colormap: str = "parula",
 ) -> torch.Tensor:
-    (out,) = node.render(image, model, detection_resolution, score_threshold, person, colormap)
+    (out,) = node.execute(image, model, detection_resolution, score_threshold, person, colormap).result
     return out
 
 
@@ -264,23 +265,31 @@ def test_a_batch_is_processed_per_image(node):
 
 
 # ------------------------------------------------------------------------------------------------
-# Model loading, caching and ComfyUI memory management
+# Model loading and ComfyUI memory management
 # ------------------------------------------------------------------------------------------------
-def test_model_is_cached_between_runs_and_unloadable_by_comfy(node):
+def densepose_entries(path=None) -> list[tuple]:
+    """The managed-model keys of DensePose networks (of the file `path` when given)."""
+    real = None if path is None else os.path.realpath(path)
+    return [key for key in managed.loaded_entries() if key[0] == dp_model.KIND and (real is None or key[1] == real)]
+
+
+def test_the_model_is_held_while_comfyui_keeps_it_and_freed_with_it(node):
     import comfy.model_management as mm
 
     image = as_comfy(scene(64, 64, [((8, 8, 40, 56), RED)]))
     first = run_node(node, image, detection_resolution=64)
     patcher = dp_model.densepose_patcher(fx.TUPLE_MODEL)
-    assert dp_model.densepose_patcher(fx.TUPLE_MODEL) is patcher
+    assert dp_model.densepose_patcher(fx.TUPLE_MODEL) is patcher  # held between runs: loaded once
     assert isinstance(patcher.model, torch.jit.ScriptModule)
     assert patcher.load_device == mm.get_torch_device()
     assert any(loaded.model is patcher for loaded in mm.current_loaded_models)  # ComfyUI knows it and can free it
-    mm.unload_all_models()
+    assert len(densepose_entries()) >= 1
+    mm.unload_all_models()  # "Free model and node cache", or another model needing the memory
     assert not any(loaded.model is patcher for loaded in mm.current_loaded_models)
-    assert all(p.device == torch.device(patcher.offload_device) for p in patcher.model.parameters())
-    assert torch.equal(run_node(node, image, detection_resolution=64), first)  # loaded again on demand
-    assert dp_model.densepose_patcher(fx.TUPLE_MODEL) is patcher
+    assert densepose_entries() == []  # nothing of it is kept by the pack
+    assert torch.equal(run_node(node, image, detection_resolution=64), first)  # loaded again from the file, same result
+    assert dp_model.densepose_patcher(fx.TUPLE_MODEL) is not patcher
+    assert len(densepose_entries()) == 1
 
 
 @pytest.fixture()
@@ -296,7 +305,7 @@ def densepose_folder(pack, tmp_path):
     folder_paths.folder_names_and_paths["densepose"] = ([p for p in paths if p != str(folder)], extensions)
 
 
-def test_a_changed_file_is_reloaded(densepose_folder):
+def test_a_changed_file_is_reloaded_and_its_old_version_dropped(densepose_folder):
     name = "changing_densepose.pt"
     shutil.copy(fx.save_scripted(fx.TupleDensePose(), densepose_folder / "src.pt"), densepose_folder / name)
     first = dp_model.densepose_patcher(name)
@@ -304,6 +313,18 @@ def test_a_changed_file_is_reloaded(densepose_folder):
     stat = os.stat(densepose_folder / name)
     os.utime(densepose_folder / name, ns=(stat.st_atime_ns, stat.st_mtime_ns + 10**9))
     assert dp_model.densepose_patcher(name) is not first
+    assert len(densepose_entries(densepose_folder / name)) == 1
+
+
+def test_the_node_fingerprint_follows_the_model_file(node, densepose_folder):
+    name = "fingerprinted_densepose.pt"
+    fx.save_scripted(fx.TupleDensePose(), densepose_folder / name)
+    before = node.fingerprint_inputs(densepose_model=name, detection_resolution=512)
+    assert node.fingerprint_inputs(densepose_model=name, detection_resolution=512) == before
+    stat = os.stat(densepose_folder / name)
+    os.utime(densepose_folder / name, ns=(stat.st_atime_ns, stat.st_mtime_ns + 10**9))
+    assert node.fingerprint_inputs(densepose_model=name, detection_resolution=512) != before  # ComfyUI runs the node again
+    assert node.fingerprint_inputs(densepose_model="no_such_file.pt") == repr("no_such_file.pt")  # the run reports it
 
 
 class ReturnsOneTensor(torch.nn.Module):
@@ -330,6 +351,13 @@ def test_bad_model_files_give_a_clear_error_naming_the_input(node, densepose_fol
     assert {"empty": "empty", "corrupt": "not a TorchScript", "state_dict": "not a TorchScript", "wrong_output": "output", "missing": "is not in"}[
         kind
     ] in message
+
+
+@pytest.mark.parametrize("input_name", ["person", "colormap"])
+def test_an_unknown_choice_given_to_the_node_names_the_input(node, input_name):
+    image = as_comfy(scene(64, 64, [((8, 8, 40, 56), RED)]))
+    with pytest.raises(errors.TryOnInputError, match=rf"^{input_name}: must be one of"):
+        run_node(node, image, **{input_name: "first"})
 
 
 # ------------------------------------------------------------------------------------------------

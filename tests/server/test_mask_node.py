@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import io
+import os
+import shutil
 
 import comfy_host
 import fixtures_parsing as scene
@@ -10,11 +12,6 @@ import numpy as np
 import pytest
 import torch
 from PIL import Image
-
-am = comfy_host.pack_module("preprocess.agnostic_mask")
-hp = comfy_host.pack_module("preprocess.human_parsing")
-pose_json = comfy_host.pack_module("preprocess.pose_keypoints")
-TryOnInputError = comfy_host.pack_module("models.errors").TryOnInputError
 
 TORSO = (slice(150, 290), slice(140, 250))
 FACE = (slice(55, 100), slice(170, 215))
@@ -25,7 +22,27 @@ NECK = (slice(114, 131), slice(182, 202))
 
 @pytest.fixture(scope="module")
 def node(pack):
-    return pack.NODE_CLASS_MAPPINGS["TryOnAgnosticMask"]()
+    return pack.NODE_CLASS_MAPPINGS["TryOnAgnosticMask"]
+
+
+@pytest.fixture(scope="module")
+def am(pack):
+    from comfyui_tryon.preprocess import agnostic_mask
+
+    return agnostic_mask
+
+
+@pytest.fixture(scope="module")
+def pose_json(pack):
+    from comfyui_tryon.preprocess import pose_keypoints
+
+    return pose_keypoints
+
+
+def input_error():
+    from comfyui_tryon.errors import TryOnInputError
+
+    return TryOnInputError
 
 
 @pytest.fixture(scope="module")
@@ -33,22 +50,28 @@ def person() -> torch.Tensor:
     return torch.from_numpy(scene.paint(scene.scene_labels())).float()[None] / 255.0
 
 
-def run(node, image, pose_model="none", category="upper_body", model_type="hd", grow=0, feather=0, lip="parsing_lip.onnx", **optional):
-    return node.make_mask(image, "parsing_atr.onnx", lip, pose_model, category, model_type, grow, feather, **optional)
+def run(node, image, pose_model="none", category="upper_body", model_type="hd", grow=0, feather=0, lip="parsing_lip.onnx", atr="parsing_atr.onnx", **optional):
+    """The node's outputs (mask, preview, parsing), called as ComfyUI calls a V3 node: by input name."""
+    inputs = dict(image=image, atr_model=atr, lip_model=lip, pose_model=pose_model, category=category, model_type=model_type, grow=grow, feather=feather)
+    return node.execute(**inputs, **optional).result
 
 
 def test_inputs_list_the_model_folders_and_have_tooltips(pack, node):
     inputs = node.INPUT_TYPES()
     required = inputs["required"]
-    assert required["atr_model"][0][0] == "parsing_atr.onnx" and required["lip_model"][0][0] == "parsing_lip.onnx"
-    assert required["pose_model"][0][0] == "none" and "body_pose_model.pth" in required["pose_model"][0]
+    assert required["atr_model"][1]["options"][0] == "parsing_atr.onnx" and required["lip_model"][1]["options"][0] == "parsing_lip.onnx"
+    assert required["lip_model"][1]["options"][-1] == "none"
+    assert required["pose_model"][1]["options"][0] == "none" and "body_pose_model.pth" in required["pose_model"][1]["options"]
+    assert required["pose_model"][1]["default"] == "body_pose_model.pth"
     assert all(options.get("tooltip") for _, options in required.values())
-    assert set(inputs["optional"]) == {"pose_keypoint", "user_mask", "user_mask_mode"}
-    assert node.RETURN_TYPES == ("MASK", "IMAGE", "IMAGE") and node.RETURN_NAMES == ("mask", "preview", "parsing")
+    assert list(required) == ["image", "atr_model", "lip_model", "pose_model", "category", "model_type", "grow", "feather"]
+    assert list(inputs["optional"]) == ["pose_keypoint", "user_mask", "user_mask_mode"]
+    assert inputs["optional"]["pose_keypoint"][0] == "POSE_KEYPOINT"
+    assert list(node.RETURN_TYPES) == ["MASK", "IMAGE", "IMAGE"] and list(node.RETURN_NAMES) == ["mask", "preview", "parsing"]
     assert pack.NODE_DISPLAY_NAME_MAPPINGS["TryOnAgnosticMask"] == "Try-On Agnostic Mask (IDM-VTON)"
 
 
-def test_a_batch_gets_a_mask_preview_and_parsing_per_image_with_pose_keypoints(node, person):
+def test_a_batch_gets_a_mask_preview_and_parsing_per_image_with_pose_keypoints(node, person, am, pose_json):
     mirrored = person.flip(2)
     keypoints = scene.scene_keypoints()
     flipped = keypoints.copy()
@@ -59,7 +82,7 @@ def test_a_batch_gets_a_mask_preview_and_parsing_per_image_with_pose_keypoints(n
     assert mask.shape == (2, 512, 384) and preview.shape == parsing.shape == (2, 512, 384, 3)
     for index, image in enumerate((person, mirrored)):
         pixels = (image[0].numpy() * 255).round().astype(np.uint8)
-        labels = hp.parse_person(*_models(), pixels)
+        labels = parse_person(pixels)
         expected = am.agnostic_mask(labels, keypoints if index == 0 else flipped, "hd", "upper_body")
         assert np.array_equal(mask[index].numpy(), expected)
         assert np.array_equal((parsing[index].numpy() * 255).round().astype(np.uint8), am.colourise_labels(labels))
@@ -71,13 +94,14 @@ def test_a_batch_gets_a_mask_preview_and_parsing_per_image_with_pose_keypoints(n
     assert (parsing[0][TORSO] == torch.from_numpy(am.PALETTE[4]).float() / 255).all()
 
 
-def _models():
+def parse_person(pixels: np.ndarray) -> np.ndarray:
+    """The fixture parsing models' labels for one image, outside the node."""
     import folder_paths
+    from comfyui_tryon.models import human_parsing
 
-    return (
-        hp.load_parsing_model(folder_paths.get_full_path("humanparsing", "parsing_atr.onnx"), "atr_model"),
-        hp.load_parsing_model(folder_paths.get_full_path("humanparsing", "parsing_lip.onnx"), "lip_model"),
-    )
+    atr = human_parsing.load_parsing_model(folder_paths.get_full_path("humanparsing", "parsing_atr.onnx"), "atr_model")
+    lip = human_parsing.load_parsing_model(folder_paths.get_full_path("humanparsing", "parsing_lip.onnx"), "lip_model")
+    return human_parsing.parse_person(atr, lip, pixels)
 
 
 def test_without_pose_the_arms_come_from_the_parsing_and_the_hands_are_repainted(node, person):
@@ -90,34 +114,34 @@ def test_without_lip_the_neck_is_kept_as_face(node, person):
     assert (run(node, person)[0][0][NECK] == 1).all()
 
 
-def test_lower_body_repaints_the_pants_and_needs_no_pose(node, person):
+def test_lower_body_repaints_the_pants_and_needs_no_pose(node, person, pose_json):
     nobody = pose_json.pose_json_from_keypoints([None], 384, 512)
     mask = run(node, person, category="lower_body", pose_keypoint=nobody)[0][0]
     assert (mask[320:450, 140:240] == 1).all() and (mask[TORSO] == 0).all()
 
 
-def test_when_openpose_finds_nobody_the_arms_fall_back_to_the_parsing(node, person):
+def test_when_openpose_finds_nobody_the_arms_fall_back_to_the_parsing(node, person, am):
     import folder_paths
+    from comfyui_tryon.models import openpose_body
 
-    body = comfy_host.pack_module("preprocess.openpose_body")
     pixels = (person[0].numpy() * 255).round().astype(np.uint8)
-    model = body.load_body_pose_model(folder_paths.get_full_path("openpose", "body_pose_model.pth"), "pose_model")
-    assert body.detect_body_keypoints(model, pixels) is None  # the tiny fixture network finds nobody, by design
-    parsing_only = am.agnostic_mask(hp.parse_person(*_models(), pixels), None, "hd", "upper_body")
-    drawn = am.agnostic_mask(hp.parse_person(*_models(), pixels), scene.scene_keypoints(), "hd", "upper_body")
+    model = openpose_body.load_body_pose_model(folder_paths.get_full_path("openpose", "body_pose_model.pth"), "pose_model")
+    assert openpose_body.detect_body_keypoints(model, pixels) is None  # the tiny fixture network finds nobody, by design
+    parsing_only = am.agnostic_mask(parse_person(pixels), None, "hd", "upper_body")
+    drawn = am.agnostic_mask(parse_person(pixels), scene.scene_keypoints(), "hd", "upper_body")
     assert not np.array_equal(parsing_only, drawn)  # so the comparison below can tell the two paths apart
     assert np.array_equal(run(node, person, pose_model="body_pose_model.pth")[0][0].numpy(), parsing_only)
 
 
 def test_no_person_names_the_image_and_its_batch_index(node, person):
     blank = torch.ones_like(person)
-    with pytest.raises(TryOnInputError, match="^image: no person found in image 1 of the batch"):
+    with pytest.raises(input_error(), match="^image: no person found in image 1 of the batch"):
         run(node, torch.cat([person, blank]))
 
 
-def test_a_pose_without_a_person_names_the_image_and_its_batch_index(node, person):
+def test_a_pose_without_a_person_names_the_image_and_its_batch_index(node, person, pose_json):
     pose = pose_json.pose_json_from_keypoints([scene.scene_keypoints(), None], 384, 512)
-    with pytest.raises(TryOnInputError, match="^image: no person found in image 1 of the batch .pose_keypoint"):
+    with pytest.raises(input_error(), match="^image: no person found in image 1 of the batch .pose_keypoint"):
         run(node, torch.cat([person, person]), pose_keypoint=pose)
 
 
@@ -152,6 +176,68 @@ def test_a_user_mask_of_another_size_is_resized_to_the_image(node, person):
     drawn[:, :20, :20] = 1.0
     mask = run(node, person, user_mask=drawn, user_mask_mode="replace")[0][0]
     assert mask.shape == (512, 384) and (mask[:40, :40] == 1).all() and mask.sum() == 40 * 40
+
+
+def test_a_model_file_missing_from_the_folder_names_the_input(node, person):
+    with pytest.raises(input_error(), match="^atr_model: 'gone.onnx' is not in ComfyUI/models/humanparsing"):
+        run(node, person, atr="gone.onnx")
+    with pytest.raises(input_error(), match="^pose_model: 'gone.pth' is not in ComfyUI/models/openpose"):
+        run(node, person, pose_model="gone.pth")
+
+
+def our_entries() -> list[tuple]:
+    from comfyui_tryon.models import managed_models
+
+    return sorted(key[:2] for key in managed_models.loaded_entries() if key[0] in ("parsing", "openpose"))
+
+
+def test_free_model_and_node_cache_unloads_the_networks_and_the_next_run_loads_them_again(node, person):
+    """What ComfyUI's "Free model and node cache" (and "Unload models") does: unload_all_models()."""
+    import comfy.model_management
+    import folder_paths
+
+    first = run(node, person, pose_model="body_pose_model.pth")[0]
+    paths = {
+        ("parsing", folder_paths.get_full_path("humanparsing", "parsing_atr.onnx")),
+        ("parsing", folder_paths.get_full_path("humanparsing", "parsing_lip.onnx")),
+        ("openpose", folder_paths.get_full_path("openpose", "body_pose_model.pth")),
+    }
+    loaded = {(kind, path) for kind, path in our_entries()}
+    assert {(kind, os.path.realpath(path)) for kind, path in paths} <= loaded
+    comfy.model_management.unload_all_models()
+    assert our_entries() == []
+    assert not [m for m in comfy.model_management.current_loaded_models if type(m.model.model).__name__ in ("OnnxSession", "OpenPoseBodyNet")]
+    again = run(node, person, pose_model="body_pose_model.pth")[0]
+    assert torch.equal(again, first)
+    assert {(kind, os.path.realpath(path)) for kind, path in paths} <= set(our_entries())
+
+
+@pytest.fixture
+def swap_folder(pack, tmp_path):
+    """A temporary extra humanparsing folder (the shared fixture tree stays untouched)."""
+    import folder_paths
+
+    folder_paths.add_model_folder_path("humanparsing", str(tmp_path))
+    yield tmp_path
+    folder_paths.folder_names_and_paths["humanparsing"][0].remove(str(tmp_path))
+
+
+def test_a_model_file_replaced_under_the_same_name_is_read_again(node, person, swap_folder):
+    import folder_paths
+
+    atr = folder_paths.get_full_path("humanparsing", "parsing_atr.onnx")
+    lip = folder_paths.get_full_path("humanparsing", "parsing_lip.onnx")
+    swap = swap_folder / "swap_atr.onnx"
+    shutil.copy(atr, swap)
+    expected = run(node, person)[0]
+    assert torch.equal(run(node, person, atr="swap_atr.onnx")[0], expected)
+    before = node.fingerprint_inputs(atr_model="swap_atr.onnx", lip_model="parsing_lip.onnx", pose_model="none")
+    shutil.copy(lip, swap)  # new content under the same name: the LIP model, which the ATR input refuses
+    assert node.fingerprint_inputs(atr_model="swap_atr.onnx", lip_model="parsing_lip.onnx", pose_model="none") != before  # ComfyUI runs the node again
+    with pytest.raises(input_error(), match="^atr_model: swap_atr.onnx has 20 labels, the ATR model has 18"):
+        run(node, person, atr="swap_atr.onnx")
+    shutil.copy(atr, swap)
+    assert torch.equal(run(node, person, atr="swap_atr.onnx")[0], expected)
 
 
 # ------------------------------------------------------------------------------------------------ a real server workflow

@@ -1,4 +1,4 @@
-"""Node-id stability: the running server's node ids, inputs and outputs match tests/node_api.json exactly.
+"""Node-id stability: the running server's node ids, inputs and outputs match tests/data/node_api.json exactly.
 
 Also: a workflow that names an old or renamed node id gets ComfyUI's validation error naming that id, and the
 server keeps working.

@@ -12,9 +12,37 @@ import pytest
 import torch
 from PIL import Image
 
-crop = comfy_host.pack_module("preprocess.person_crop")
-paste = comfy_host.pack_module("preprocess.paste_back")
-TryOnInputError = comfy_host.pack_module("models.errors").TryOnInputError
+
+@pytest.fixture(scope="module", autouse=True)
+def crop(pack):
+    """The crop geometry (every test here needs the pack imported, hence autouse)."""
+    from comfyui_tryon.preprocess import person_crop
+
+    return person_crop
+
+
+@pytest.fixture(scope="module")
+def paste(pack):
+    from comfyui_tryon.preprocess import paste_back
+
+    return paste_back
+
+
+def input_error():
+    from comfyui_tryon.errors import TryOnInputError
+
+    return TryOnInputError
+
+
+def crop_node(pack, image, width, height, margin, person_source, **optional):
+    """TryOnPersonCrop's outputs (image, mask, crop_info), called as ComfyUI calls a V3 node: by input name."""
+    node = pack.NODE_CLASS_MAPPINGS["TryOnPersonCrop"]
+    return node.execute(image=image, width=width, height=height, margin=margin, person_source=person_source, **optional).result
+
+
+def paste_node(pack, original_image, tryon_image, mask, grow, feather, **optional):
+    node = pack.NODE_CLASS_MAPPINGS["TryOnPasteBack"]
+    return node.execute(original_image=original_image, tryon_image=tryon_image, mask=mask, grow=grow, feather=feather, **optional).result
 
 
 def photo(height: int, width: int, batch: int = 1, seed: int = 0) -> torch.Tensor:
@@ -50,7 +78,7 @@ def contains(outer, inner) -> bool:
 @pytest.mark.parametrize(
     "person,image_size", [((300, 200, 420, 700), (1000, 900)), ((10, 10, 60, 30), (640, 480)), ((0, 0, 5, 5), (64, 64)), ((500, 40, 900, 460), (1280, 720))]
 )
-def test_box_has_the_exact_target_aspect_contains_the_person_with_margin_and_stays_in_the_frame(person, image_size):
+def test_box_has_the_exact_target_aspect_contains_the_person_with_margin_and_stays_in_the_frame(crop, person, image_size):
     width, height = image_size
     box = crop.person_box(person, width, height, 768, 1024, margin=0.1)
     left, top, right, bottom = box
@@ -61,7 +89,7 @@ def test_box_has_the_exact_target_aspect_contains_the_person_with_margin_and_sta
     assert contains(box, padded)
 
 
-def test_a_larger_margin_gives_a_larger_box_around_the_same_centre():
+def test_a_larger_margin_gives_a_larger_box_around_the_same_centre(crop):
     person = (400, 300, 500, 600)
     small = crop.person_box(person, 1200, 1200, margin=0.0)
     large = crop.person_box(person, 1200, 1200, margin=0.5)
@@ -71,7 +99,7 @@ def test_a_larger_margin_gives_a_larger_box_around_the_same_centre():
     assert large == (225, 150, 675, 750)
 
 
-def test_box_is_shifted_inside_the_frame_at_the_edges():
+def test_box_is_shifted_inside_the_frame_at_the_edges(crop):
     box = crop.person_box((0, 100, 40, 300), 800, 600, margin=0.1)  # person touching the left edge
     assert box[0] == 0 and contains(box, (0, 100, 40, 300))
     box = crop.person_box((760, 350, 800, 600), 800, 600, margin=0.1)  # bottom-right corner
@@ -79,7 +107,7 @@ def test_box_is_shifted_inside_the_frame_at_the_edges():
     assert (box[2] - box[0]) * 4 == (box[3] - box[1]) * 3
 
 
-def test_a_person_too_tall_for_the_frame_gets_the_largest_box_centred_on_them():
+def test_a_person_too_tall_for_the_frame_gets_the_largest_box_centred_on_them(crop):
     # 90 x 300 portrait strip, person spans the full height: the largest 3:4 box is 90 x 120, centred on the person
     box = crop.person_box((20, 0, 70, 300), 90, 300, margin=0.1)
     assert box == (0, 90, 90, 210)
@@ -88,20 +116,20 @@ def test_a_person_too_tall_for_the_frame_gets_the_largest_box_centred_on_them():
     assert crop.person_box((20, 200, 70, 300), 90, 300, margin=0.3) == (0, 180, 90, 300)
 
 
-def test_an_odd_target_size_gets_the_nearest_pixel_aspect():
+def test_an_odd_target_size_gets_the_nearest_pixel_aspect(crop):
     box = crop.person_box((100, 100, 300, 500), 1000, 1000, 770, 1030, margin=0.0)
     width, height = box[2] - box[0], box[3] - box[1]
     assert height == 400 and abs(width / height - 770 / 1030) <= 0.5 / height
 
 
-def test_centred_crop_is_the_largest_centred_box_like_the_demo():
+def test_centred_crop_is_the_largest_centred_box_like_the_demo(crop):
     assert crop.centre_box(1000, 1000) == (125, 0, 875, 1000)
     assert crop.centre_box(600, 1000) == (0, 100, 600, 900)
     assert crop.centre_box(768, 1024) == (0, 0, 768, 1024)
     assert crop.centre_box(1920, 1080, 1024, 1024) == (420, 0, 1500, 1080)
 
 
-def test_person_boxes_from_mask_labels_and_keypoints():
+def test_person_boxes_from_mask_labels_and_keypoints(crop):
     mask = torch.zeros(50, 40)
     mask[10:20, 5:9] = 1.0
     assert crop.bbox_from_mask(mask) == (5, 10, 9, 20)
@@ -118,7 +146,7 @@ def test_person_boxes_from_mask_labels_and_keypoints():
     assert crop.bbox_from_keypoints(np.zeros((18, 2)), 40, 50) is None
 
 
-def test_auto_source_tries_mask_then_pose_then_parsing_then_centre_and_runs_parsing_only_when_needed():
+def test_auto_source_tries_mask_then_pose_then_parsing_then_centre_and_runs_parsing_only_when_needed(crop):
     calls = []
 
     def labels():
@@ -154,13 +182,13 @@ def test_auto_source_tries_mask_then_pose_then_parsing_then_centre_and_runs_pars
         ("parsing", {"labels": lambda: np.zeros((50, 40), np.uint8)}, "parsing_model"),
     ],
 )
-def test_a_named_source_without_a_person_is_a_clear_error(source, kwargs, input_name):
-    with pytest.raises(TryOnInputError, match=f"^{input_name}:"):
+def test_a_named_source_without_a_person_is_a_clear_error(crop, source, kwargs, input_name):
+    with pytest.raises(input_error(), match=f"^{input_name}:"):
         crop.locate_person(source, 0, 40, 50, **kwargs)
 
 
 # ------------------------------------------------------------------------------------------------ crop + paste round trip
-def test_crop_at_the_box_size_then_paste_with_a_full_mask_restores_the_photo_exactly():
+def test_crop_at_the_box_size_then_paste_with_a_full_mask_restores_the_photo_exactly(crop, paste):
     original = photo(200, 300)
     box = crop.person_box((100, 50, 160, 150), 300, 200, 768, 1024, margin=0.1)
     width, height = box[2] - box[0], box[3] - box[1]
@@ -170,7 +198,7 @@ def test_crop_at_the_box_size_then_paste_with_a_full_mask_restores_the_photo_exa
     assert torch.equal(out, original)
 
 
-def test_crop_resize_paste_puts_things_back_where_they_were():
+def test_crop_resize_paste_puts_things_back_where_they_were(crop, paste):
     original = torch.zeros(1, 400, 600, 3)
     original[0, 120:160, 250:290] = 1.0  # a white square in the person's area
     box = crop.person_box((200, 100, 400, 380), 600, 400, 96, 128, margin=0.1)
@@ -184,7 +212,7 @@ def test_crop_resize_paste_puts_things_back_where_they_were():
     assert abs(xs.min().item() - 250) <= 1 and abs(xs.max().item() - 289) <= 1
 
 
-def test_cropped_mask_follows_the_image():
+def test_cropped_mask_follows_the_image(crop):
     mask = rect_mask(400, 600, (250, 120, 290, 160))
     box = crop.person_box((250, 120, 290, 160), 600, 400, 96, 128, margin=1.0)
     small = crop.crop_mask(mask, box, 96, 128)
@@ -195,7 +223,7 @@ def test_cropped_mask_follows_the_image():
 
 # ------------------------------------------------------------------------------------------------ paste-back invariance
 @pytest.mark.parametrize("with_crop", [True, False])
-def test_pixels_outside_the_feathered_mask_are_bit_identical(with_crop):
+def test_pixels_outside_the_feathered_mask_are_bit_identical(crop, paste, with_crop):
     original = photo(240, 320, seed=1)
     result_size = (128, 96) if with_crop else (120, 160)  # without a crop: a half-size result, resized to the photo
     result = photo(*result_size, seed=2)
@@ -233,7 +261,7 @@ def _in_box(result, box):
     return canvas
 
 
-def test_a_mask_at_the_original_size_works_with_a_crop_and_stays_inside_the_box():
+def test_a_mask_at_the_original_size_works_with_a_crop_and_stays_inside_the_box(crop, paste):
     original = photo(240, 320, seed=3)
     box = (100, 40, 190, 160)
     info = crop.CropInfo(320, 240, (box,), 96, 128)
@@ -251,8 +279,7 @@ def test_paste_back_through_save_image_keeps_the_png_bytes_outside_the_mask(pack
     pixels = np.random.default_rng(4).integers(0, 256, (96, 128, 3), dtype=np.uint8)
     original = torch.from_numpy(pixels).float()[None] / 255.0
     mask = rect_mask(96, 128, (40, 30, 80, 70))
-    node = pack.NODE_CLASS_MAPPINGS["TryOnPasteBack"]()
-    (out,) = node.paste(original, 1.0 - original, mask, 3, 3)
+    (out,) = paste_node(pack, original, 1.0 - original, mask, 3, 3)
     saved = nodes.SaveImage().save_images(out, filename_prefix="paste_back_test")["ui"]["images"][0]
     png = fixture_models.parent / "output" / saved["subfolder"] / saved["filename"]
     written = np.asarray(Image.open(png))
@@ -262,7 +289,7 @@ def test_paste_back_through_save_image_keeps_the_png_bytes_outside_the_mask(pack
 
 
 # ------------------------------------------------------------------------------------------------ batches and errors
-def test_batches_broadcast_one_original_to_many_results_with_a_box_each():
+def test_batches_broadcast_one_original_to_many_results_with_a_box_each(crop, paste):
     original = photo(200, 300)
     boxes = ((0, 0, 90, 120), (150, 50, 240, 170), (210, 80, 300, 200))
     info = crop.CropInfo(300, 200, boxes, 96, 128)
@@ -274,32 +301,30 @@ def test_batches_broadcast_one_original_to_many_results_with_a_box_each():
         assert (out[index][inside] == 1).all() and torch.equal(out[index][~inside], original[0][~inside])
 
 
-def test_mismatched_inputs_name_the_input():
+def test_mismatched_inputs_name_the_input(crop, paste):
     original = photo(200, 300, batch=2)
-    with pytest.raises(TryOnInputError, match="batch sizes do not match.*original_image=2.*tryon_image=3"):
+    with pytest.raises(input_error(), match="batch sizes do not match.*original_image=2.*tryon_image=3"):
         paste.paste_back(original, photo(128, 96, batch=3), torch.ones(1, 128, 96))
-    with pytest.raises(TryOnInputError, match="^mask: its size 50x40"):
+    with pytest.raises(input_error(), match="^mask: its size 50x40"):
         paste.paste_back(original, photo(128, 96, batch=2), torch.ones(1, 40, 50))
     info = crop.CropInfo(640, 480, ((0, 0, 90, 120),), 96, 128)
-    with pytest.raises(TryOnInputError, match="^original_image: it is 300x200 but crop_info"):
+    with pytest.raises(input_error(), match="^original_image: it is 300x200 but crop_info"):
         paste.paste_back(original, photo(128, 96, batch=2), torch.ones(1, 128, 96), crop_info=info)
 
 
 def test_an_empty_mask_pastes_nothing_and_returns_the_original(pack):
     original = photo(64, 48)
-    node = pack.NODE_CLASS_MAPPINGS["TryOnPasteBack"]()
-    (out,) = node.paste(original, photo(64, 48, batch=2, seed=9), torch.zeros(1, 64, 48), 4, 4)
+    (out,) = paste_node(pack, original, photo(64, 48, batch=2, seed=9), torch.zeros(1, 64, 48), 4, 4)
     assert out.shape == (2, 64, 48, 3) and torch.equal(out[0], original[0]) and torch.equal(out[1], original[0])
 
 
 # ------------------------------------------------------------------------------------------------ the crop node
-def test_crop_node_finds_each_person_of_a_batch_from_the_mask(pack):
-    node = pack.NODE_CLASS_MAPPINGS["TryOnPersonCrop"]()
+def test_crop_node_finds_each_person_of_a_batch_from_the_mask(crop, pack):
     image = photo(300, 400, batch=2)
     mask = torch.zeros(2, 300, 400)
     mask[0, 50:150, 20:80] = 1
     mask[1, 100:280, 300:380] = 1
-    crops, crop_masks, info = node.crop(image, 96, 128, 0.1, "auto", mask=mask)
+    crops, crop_masks, info = crop_node(pack, image, 96, 128, 0.1, "auto", mask=mask)
     assert crops.shape == (2, 128, 96, 3) and crop_masks.shape == (2, 128, 96)
     assert contains(info.boxes[0], (20, 50, 80, 150)) and contains(info.boxes[1], (300, 100, 380, 280))
     assert info.boxes[0] != info.boxes[1] and (info.original_width, info.original_height) == (400, 300)
@@ -308,45 +333,52 @@ def test_crop_node_finds_each_person_of_a_batch_from_the_mask(pack):
 
 
 def test_crop_node_without_a_person_source_takes_the_centred_crop_and_an_empty_mask(pack):
-    node = pack.NODE_CLASS_MAPPINGS["TryOnPersonCrop"]()
     image = photo(300, 400)
-    crops, crop_masks, info = node.crop(image, 96, 128, 0.1, "auto")
+    crops, crop_masks, info = crop_node(pack, image, 96, 128, 0.1, "auto")
     assert info.boxes == ((87, 0, 312, 300),) and not crop_masks.any()
-    with pytest.raises(TryOnInputError, match="^mask: person_source is 'mask'"):
-        node.crop(image, 96, 128, 0.1, "mask")
-    with pytest.raises(TryOnInputError, match="^mask: it is 40x30"):
-        node.crop(image, 96, 128, 0.1, "mask", mask=torch.ones(1, 30, 40))
+    with pytest.raises(input_error(), match="^mask: person_source is 'mask'"):
+        crop_node(pack, image, 96, 128, 0.1, "mask")
+    with pytest.raises(input_error(), match="^mask: it is 40x30"):
+        crop_node(pack, image, 96, 128, 0.1, "mask", mask=torch.ones(1, 30, 40))
 
 
 def test_crop_node_finds_the_person_from_pose_keypoints(pack):
-    node = pack.NODE_CLASS_MAPPINGS["TryOnPersonCrop"]()
     image = photo(400, 600)
     flat = [0.0] * 54
     for index, (x, y) in {0: (400, 100), 1: (400, 150), 8: (380, 250), 10: (390, 330), 13: (420, 330)}.items():
         flat[3 * index : 3 * index + 3] = [x / 2, y / 2, 0.9]  # drawn on a half-size canvas
     pose = [{"people": [{"pose_keypoints_2d": flat}], "canvas_width": 300, "canvas_height": 200}]
-    _, _, info = node.crop(image, 96, 128, 0.1, "pose", pose_keypoint=pose)
+    _, _, info = crop_node(pack, image, 96, 128, 0.1, "pose", pose_keypoint=pose)
     (box,) = info.boxes
     assert contains(box, (380, 100, 421, 331)) and (box[2] - box[0]) * 4 == (box[3] - box[1]) * 3
     assert box[3] - box[1] < 400  # around the person, not the whole frame
-    _, _, auto = node.crop(image, 96, 128, 0.1, "auto", mask=torch.zeros(1, 400, 600), pose_keypoint=pose)
+    _, _, auto = crop_node(pack, image, 96, 128, 0.1, "auto", mask=torch.zeros(1, 400, 600), pose_keypoint=pose)
     assert auto.boxes == info.boxes  # an empty mask falls through to the pose
 
 
-def test_crop_node_finds_the_person_with_the_parsing_model(pack):
-    node = pack.NODE_CLASS_MAPPINGS["TryOnPersonCrop"]()
-    assert "parsing_atr.onnx" in node.INPUT_TYPES()["optional"]["parsing_model"][0]
+def test_crop_node_finds_the_person_with_the_parsing_model(crop, pack):
+    options = pack.NODE_CLASS_MAPPINGS["TryOnPersonCrop"].INPUT_TYPES()["optional"]["parsing_model"][1]
+    assert options["options"][0] == options["default"] == "none" and "parsing_atr.onnx" in options["options"]
     labels = np.zeros((560, 640), np.uint8)
     labels[200:456, 300:492] = fixtures_parsing.scene_labels(192, 256)  # the person drawn at half size, off centre
     person = crop.bbox_from_labels(labels)
     image = torch.from_numpy(fixtures_parsing.paint(labels)).float()[None] / 255.0
-    _, _, info = node.crop(image, 96, 128, 0.1, "parsing", parsing_model="parsing_atr.onnx")
+    _, _, info = crop_node(pack, image, 96, 128, 0.1, "parsing", parsing_model="parsing_atr.onnx")
     (box,) = info.boxes
     found = crop.person_box(person, 640, 560, 96, 128, 0.1)
     assert all(abs(a - b) <= 8 for a, b in zip(box, found, strict=True)), (box, found)
     assert contains(box, (person[0] + 4, person[1] + 4, person[2] - 4, person[3] - 4))
-    with pytest.raises(TryOnInputError, match="^parsing_model: no person found"):
-        node.crop(torch.ones(1, 560, 640, 3), 96, 128, 0.1, "parsing", parsing_model="parsing_atr.onnx")
+    with pytest.raises(input_error(), match="^parsing_model: no person found"):
+        crop_node(pack, torch.ones(1, 560, 640, 3), 96, 128, 0.1, "parsing", parsing_model="parsing_atr.onnx")
+
+
+def test_crop_info_is_one_custom_type_from_the_crop_node_to_the_paste_node(pack):
+    crop_class, paste_class = pack.NODE_CLASS_MAPPINGS["TryOnPersonCrop"], pack.NODE_CLASS_MAPPINGS["TryOnPasteBack"]
+    assert list(crop_class.RETURN_TYPES) == ["IMAGE", "MASK", "TRYON_CROP_INFO"] and list(crop_class.RETURN_NAMES) == ["image", "mask", "crop_info"]
+    assert paste_class.INPUT_TYPES()["optional"]["crop_info"][0] == "TRYON_CROP_INFO"
+    assert list(paste_class.RETURN_TYPES) == list(paste_class.RETURN_NAMES) == ["IMAGE"]
+    with pytest.raises(input_error(), match="^crop_info: expected the crop_info output of Try-On Person Crop"):
+        paste_node(pack, photo(64, 48), photo(64, 48), torch.ones(1, 64, 48), 0, 0, crop_info={"boxes": [(0, 0, 48, 64)]})
 
 
 # ------------------------------------------------------------------------------------------------ a real server workflow

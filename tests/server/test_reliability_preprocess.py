@@ -250,13 +250,14 @@ def test_two_people_crop_from_parsing_frames_both(photos):
 # ----------------------------------------------------------------------------------------------
 # 5. Preprocessing: a person cut off at the frame edge
 # ----------------------------------------------------------------------------------------------
-def test_person_at_the_frame_edge_crop_is_clamped_inside_the_frame(photos):
-    person_crop = comfy_host.pack_module("preprocess.person_crop")
+def test_person_at_the_frame_edge_crop_is_clamped_inside_the_frame(pack, photos):
+    from comfyui_tryon.preprocess.person_crop import person_box
+
     labels = PHOTOS["pp_edge.png"]
     person = person_bbox(labels)
     assert person[0] == 0 and person[3] > PHOTO_H - 10  # cut by the left edge, reaching the bottom
     box = crop_box(photos, succeeds(photos, crop_prompt("pp_edge.png", "auto")))
-    expected = person_crop.person_box(person, PHOTO_W, PHOTO_H, CROP_W, CROP_H, 0.1)
+    expected = person_box(person, PHOTO_W, PHOTO_H, CROP_W, CROP_H, 0.1)
     assert box[0] == 0 and box[3] == PHOTO_H  # shifted inside the frame, not padded
     assert all(abs(a - b) <= 8 for a, b in zip(box, expected, strict=True)), (box, expected)
     assert (box[2] - box[0]) * CROP_H == (box[3] - box[1]) * CROP_W

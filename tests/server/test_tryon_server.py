@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import io
+import json
+import pathlib
 
 import comfy_host
 import numpy as np
@@ -10,6 +12,8 @@ import pytest
 from graphs import tryon_graph
 from PIL import Image
 from sample_images import write_tryon_inputs
+
+SAVED_PROMPT = pathlib.Path(__file__).resolve().parents[1] / "data" / "api_prompt_v0_2.json"
 
 
 @pytest.fixture(scope="module")
@@ -65,3 +69,20 @@ def test_a_bad_input_fails_with_a_clear_message_and_the_server_keeps_working(ser
     assert server.alive()
     good = tryon_graph(inputs["person"], inputs["garment"], inputs["mask"], inputs["densepose"], seed=7)
     assert run_ok(server, good).shape == (128, 96, 3)
+
+
+def test_an_api_prompt_saved_from_the_classic_nodes_of_v0_2_runs_unchanged_with_the_new_input_at_its_default(server, inputs):
+    """tests/data/api_prompt_v0_2.json was written from the pack's classic (pre-V3) nodes, with every widget value as
+    the frontend's "Export (API)" writes it; it names the input files `inputs` writes. It must run as it is."""
+    prompt = json.loads(SAVED_PROMPT.read_text())
+    classes = {node["class_type"] for node in prompt.values()}
+    assert {"IDMVTONTryonNetLoader", "IDMVTONGarmentNetLoader", "TryOnFitImage", "IDMVTONApply", "IDMVTONSampler"} <= classes
+    assert set(inputs.values()) == {node["inputs"]["image"] for node in prompt.values() if node["class_type"] == "LoadImage"}
+    saved = run_ok(server, prompt)
+    assert saved.shape == (128, 96, 3)
+    (apply,) = [node for node in prompt.values() if node["class_type"] == "IDMVTONApply"]
+    assert "ip_image_preprocess" not in apply["inputs"]  # the input came in 0.3: the saved prompt runs with its default
+    apply["inputs"]["ip_image_preprocess"] = "original"
+    assert np.array_equal(run_ok(server, prompt), saved)
+    apply["inputs"]["ip_image_preprocess"] = "comfyui"  # the IP tokens of 0.2 (ComfyUI's CLIP resize) give another image
+    assert not np.array_equal(run_ok(server, prompt), saved)

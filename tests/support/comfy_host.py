@@ -381,3 +381,10 @@ def execution_error(entry: dict) -> str | None:
         if kind == "execution_error":
             return f"{data.get('node_type')}: {data.get('exception_message')}"
     return None
+
+
+def register_tiny_ootd_models() -> None:
+    """The tiny SD1.5 sizes of the OOTDiffusion fixtures (checkpoint, single-file UNets) for ComfyUI's stock loaders."""
+    import fixtures_ootd
+
+    fixtures_ootd.register_tiny_models()

@@ -1,7 +1,7 @@
 """The pack's public node API (node ids, input names and types, output names and types) and its committed list.
 
 Node ids and input names are what saved workflows refer to: a rename or removal breaks them. tests/data/node_api.json
-holds the list; tests/test_node_api.py checks that a running server's /object_info matches it exactly, so
+holds the list; tests/server/test_node_api.py checks that a running server's /object_info matches it exactly, so
 renames and removals fail, and additions must be added to the list on purpose.
 
     .venv/bin/python tests/support/node_api.py            # show the differences against the committed list

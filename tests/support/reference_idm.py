@@ -9,11 +9,34 @@ from __future__ import annotations
 
 import math
 
+import numpy as np
 import torch
 from diffusers import UNet2DConditionModel
 from torch import nn
 
 IP_TOKENS = 16
+
+
+def original_clip_processor():
+    """The image processor the original code ran: transformers 4.x `CLIPImageProcessor()`, PIL-based.
+
+    transformers 5 renamed that one `CLIPImageProcessorPil`; its `CLIPImageProcessor` is a torchvision port whose
+    resize differs by up to 0.015.
+    """
+    try:
+        from transformers.models.clip.image_processing_pil_clip import CLIPImageProcessorPil as Processor
+    except ImportError:  # transformers 4.x
+        from transformers import CLIPImageProcessor as Processor
+    return Processor()
+
+
+def original_clip_pixel_values(images: torch.Tensor) -> torch.Tensor:
+    """(B, H, W, 3) floats on the 1/255 grid (an image file's pixels) -> the original's CLIP pixel values (B, 3, 224, 224)."""
+    from PIL import Image
+
+    pixels = (images.clamp(0, 1) * 255).round().to(torch.uint8).numpy()
+    processed = original_clip_processor()(images=[Image.fromarray(np.ascontiguousarray(p)) for p in pixels], return_tensors="np")
+    return torch.from_numpy(processed["pixel_values"])
 
 
 class PerceiverAttentionLiteral(nn.Module):

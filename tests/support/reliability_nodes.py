@@ -105,12 +105,17 @@ class TryOnTestStateProbe:
 
     def probe(self, token: str):
         gc.collect()
-        states = [o for o in gc.get_objects() if type(o).__name__ == "TryOnState" and type(o).__module__.endswith("attention.tryon_patch")]
+        banks = [
+            o
+            for o in gc.get_objects()
+            if type(o).__name__ == "ReferenceFeatureBank" and type(o).__module__.endswith("attention.reference_bank") and o.node_name == "IDM-VTON Apply"
+        ]
+        live = [bank.live_state() for bank in banks]
         report = {
-            "states": len(states),
-            "bank_tensors": sum(len(s.bank) for s in states),
-            "step_depth": sum(s.step_depth for s in states),
-            "cache_timesteps": sum(s.cache_timestep is not None for s in states),
+            "states": len(banks),
+            "bank_tensors": sum(s["feature_tensors"] for s in live),
+            "step_depth": sum(s["step_depth"] for s in live),
+            "cache_timesteps": sum(s["run_timestep_set"] for s in live),
         }
         return {"ui": {"text": [json.dumps(report)]}}
 

@@ -47,7 +47,12 @@ def prepare_case(
     seed: int = 0,
     ip_strength: float = 1.0,
     garment_strength: float = 1.0,
+    **options,
 ) -> TryOnCase:
+    """A prepared try-on on random images; `options` are apply_idm_vton's keyword options (e.g. ip_image_preprocess).
+
+    The garment is on the 1/255 grid, as ComfyUI's LoadImage gives an image file's pixels.
+    """
     import nodes
 
     pack = comfy_host.import_pack()
@@ -58,11 +63,11 @@ def prepare_case(
     garment_cond = encode("a photo of short sleeve round neck t-shirts")
     generator = torch.Generator().manual_seed(seed)
     person = torch.rand(persons, height, width, 3, generator=generator)
-    garment_pixels = torch.rand(garments, height, width, 3, generator=generator)
+    garment_pixels = (torch.rand(garments, height, width, 3, generator=generator) * 255).round() / 255
     mask = torch.zeros(persons, height, width)
     mask[:, height // 4 : 3 * height // 4, width // 4 : 3 * width // 4] = 1
     densepose = torch.rand(persons, height, width, 3, generator=generator)
     result = pack.pipeline.idm_vton_apply.apply_idm_vton(
-        tryon, garment, garment_cond, vae, person, mask, densepose, garment_pixels, vision, positive, negative, ip_strength, garment_strength
+        tryon, garment, garment_cond, vae, person, mask, densepose, garment_pixels, vision, positive, negative, ip_strength, garment_strength, **options
     )
     return TryOnCase(result, tryon, garment, positive, negative, garment_cond, garment_pixels, height, width)

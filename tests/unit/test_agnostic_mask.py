@@ -1,19 +1,25 @@
-"""IDM-VTON's mask rules (DESIGN.md §4.1 "Mask rules") on a synthetic parsing map and keypoints, pixel by pixel.
+"""IDM-VTON's mask rules (docs/preprocessing.md, "Mask rules") on a synthetic parsing map and keypoints, pixel by pixel.
 
-The scene (tests/fixtures_parsing.py, 384x512): hat over hair, face, neck, upper clothes, both arms with the hands at
+The scene (tests/support/fixtures_parsing.py, 384x512): hat over hair, face, neck, upper clothes, both arms with the hands at
 their bottom (y 300..330), pants, two shoes and a bag beside the left arm. Keypoints: right shoulder/elbow/wrist at
 x 107, y 150/230/300; left at x 277. The extended wrist is at y = 230 + 1.2 * 70 = 314, so the hand rows below keep.
 """
 
 from __future__ import annotations
 
-import comfy_host
 import cv2
 import fixtures_parsing as scene
 import numpy as np
 import pytest
 
-am = comfy_host.pack_module("preprocess.agnostic_mask")
+
+@pytest.fixture(scope="module", autouse=True)
+def am(pack):
+    """The mask rules (every test here needs the pack imported, hence autouse)."""
+    from comfyui_tryon.preprocess import agnostic_mask
+
+    return agnostic_mask
+
 
 BOXES = {label: (slice(y0, y1), slice(x0, x1)) for label, x0, y0, x1, y1 in scene.SCENE_BOXES}
 NECK_BOX = BOXES[scene.NECK_MARK]
@@ -33,8 +39,10 @@ def labels(**relabel: int) -> np.ndarray:
 
 
 def mask(category: str = "upper_body", model_type: str = "hd", keypoints=..., parse=None) -> np.ndarray:
+    from comfyui_tryon.preprocess.agnostic_mask import agnostic_mask
+
     keypoints = scene.scene_keypoints() if keypoints is ... else keypoints
-    return am.agnostic_mask(labels() if parse is None else parse, keypoints, model_type, category)
+    return agnostic_mask(labels() if parse is None else parse, keypoints, model_type, category)
 
 
 def test_output_is_a_0_1_mask_at_the_label_size():
@@ -148,7 +156,7 @@ def test_holes_in_the_mask_are_filled_and_the_image_border_is_zero():
 
 
 @pytest.mark.parametrize("size", [(768, 1024), (576, 768)], ids=["2x", "1.5x"])
-def test_any_size_gives_the_384x512_geometry(size):
+def test_any_size_gives_the_384x512_geometry(am, size):
     width, height = size
     reference = cv2.resize(mask(), (width, height), interpolation=cv2.INTER_NEAREST)
     native = am.agnostic_mask(scene.expected_person_labels(scene.scene_labels(width, height)), scene.scene_keypoints(width, height), "hd", "upper_body")
@@ -159,14 +167,16 @@ def test_any_size_gives_the_384x512_geometry(size):
     assert distance_to_edge[differ].max() <= 1.5  # only the rasterisation of the edges differs
 
 
-def test_unknown_category_or_model_type_is_refused():
-    with pytest.raises(ValueError, match="category"):
+def test_unknown_category_or_model_type_is_refused_naming_the_input(am):
+    from comfyui_tryon.errors import TryOnInputError
+
+    with pytest.raises(TryOnInputError, match="^category: must be one of upper_body, lower_body, dresses, got 'shoes'"):
         am.agnostic_mask(labels(), None, "hd", "shoes")
-    with pytest.raises(ValueError, match="model_type"):
+    with pytest.raises(TryOnInputError, match="^model_type: must be one of hd, dc, got 'xl'"):
         am.agnostic_mask(labels(), None, "xl", "upper_body")
 
 
-def test_colourised_parsing_uses_one_fixed_colour_per_label():
+def test_colourised_parsing_uses_one_fixed_colour_per_label(am):
     parse = labels()
     picture = am.colourise_labels(parse)
     assert picture.shape == (512, 384, 3) and picture.dtype == np.uint8
@@ -175,7 +185,7 @@ def test_colourised_parsing_uses_one_fixed_colour_per_label():
         assert (picture[parse == label] == am.PALETTE[label]).all()
 
 
-def test_greyed_preview_greys_the_mask_and_keeps_the_rest():
+def test_greyed_preview_greys_the_mask_and_keeps_the_rest(am):
     image = np.random.default_rng(0).random((8, 6, 3)).astype(np.float32)
     soft = np.zeros((8, 6), np.float32)
     soft[:4] = 1.0

@@ -93,15 +93,14 @@ def test_garment_output_drops_the_four_stray_keys(converted, layout_repo):
 
 def test_converted_files_load_through_the_pack_loaders_and_compute_like_the_originals(pack, layout_repo, converted):
     """Weights equal the fp16-cast originals; TryonNet, its Resampler and GarmentNet give the same outputs (fp16 tolerance)."""
-    from comfyui_tryon.models.garment_net import build_garment_model
-    from comfyui_tryon.models.tryon_net import build_tryon_model
-    from comfyui_tryon.models.weights_io import read_state_dict
+    from comfyui_tryon.models.garment_net import load_garment_model
+    from comfyui_tryon.models.tryon_net import load_tryon_model
     from tiny_models import ADM_DIM, CONTEXT_DIM, VISION_WIDTH
     from tryon_setup import load_models
 
     original_tryon, original_garment = load_models(layout_repo)
-    tryon = build_tryon_model(read_state_dict(str(converted["tryon"]), "tryon_net_name"))
-    garment = build_garment_model(read_state_dict(str(converted["garment"]), "garment_net_name"))
+    tryon = load_tryon_model(str(converted["tryon"]))
+    garment = load_garment_model(str(converted["garment"]))
     for ours, theirs in ((tryon, original_tryon), (garment, original_garment)):
         a, b = ours.model.state_dict(), theirs.model.state_dict()
         weights = [k for k in a if k.startswith(("diffusion_model.", "ip_adapter.", "ip_resampler."))]

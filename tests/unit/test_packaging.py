@@ -24,15 +24,32 @@ def test_pyproject_has_complete_registry_metadata():
 def test_runtime_requirements_are_unpinned_and_without_diffusers():
     lines = [line.split("#")[0].strip() for line in (REPO / "requirements.txt").read_text().splitlines()]
     packages = [line for line in lines if line]
-    assert packages == ["opencv-python-headless", "onnxruntime", "safetensors"]
+    assert packages == ["opencv-python-headless", "safetensors"]
     project = tomllib.loads((REPO / "pyproject.toml").read_text())
     assert project["project"]["dependencies"] == packages
 
 
-def test_workflows_are_in_a_folder_the_template_browser_reads():
-    assert sorted(p.name for p in (REPO / "workflows").glob("*.json")) == [
-        "idm_vton_batch.json",
-        "idm_vton_dresscode.json",
-        "idm_vton_manual_mask.json",
-        "idm_vton_upper_body.json",
-    ]
+def test_requirements_never_install_an_onnxruntime_over_another():
+    text = (REPO / "requirements.txt").read_text()
+    listed = [line.split("#")[0].strip() for line in text.splitlines()]
+    assert not [line for line in listed if line.startswith("onnxruntime")]
+    assert "onnxruntime-gpu" in text and "`onnxruntime`" in text  # the comment says to install exactly one
+
+
+def test_install_script_keeps_an_installed_onnxruntime(monkeypatch):
+    import importlib.util
+    import sys
+
+    spec = importlib.util.spec_from_file_location("tryon_install", REPO / "install.py")
+    install = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(install)
+    real_find_spec = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: object() if name == "onnxruntime" else real_find_spec(name, *a))
+    assert install.wanted_package() is None
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "onnxruntime" else real_find_spec(name, *a))
+    monkeypatch.setitem(sys.modules, "torch", type(sys)("torch"))
+    sys.modules["torch"].cuda = type("cuda", (), {"is_available": staticmethod(lambda: True)})
+    sys.modules["torch"].version = type("version", (), {"cuda": "12.4"})
+    assert install.wanted_package() == "onnxruntime-gpu"
+    sys.modules["torch"].cuda = type("cuda", (), {"is_available": staticmethod(lambda: False)})
+    assert install.wanted_package() == "onnxruntime"

@@ -6,7 +6,7 @@ import math
 
 import pytest
 import torch
-from reference_idm import garment_features_reference, tryon_eps_reference
+from reference_idm import garment_features_reference, original_clip_pixel_values, tryon_eps_reference
 from tiny_models import PRESETS, load_reference_unets
 from tryon_setup import load_models, prepare_case
 
@@ -22,12 +22,11 @@ def layout_case(pack, layout_repo):
 
 
 def reference_ip_tokens(repo, tryon_unet, garment_pixels):
-    """IP tokens from transformers' CLIP on the same preprocessed pixels ComfyUI's encoder sees."""
-    import comfy.clip_vision
+    """IP tokens as the original makes them: its CLIP image processor (PIL) and transformers' CLIP vision model."""
     from transformers import CLIPVisionModelWithProjection
 
     encoder = CLIPVisionModelWithProjection.from_pretrained(repo / "image_encoder").eval()
-    pixels = comfy.clip_vision.clip_preprocess(garment_pixels, size=224).float()
+    pixels = original_clip_pixel_values(garment_pixels)
     hidden = lambda p: encoder(pixel_values=p, output_hidden_states=True).hidden_states[-2]  # noqa: E731
     return tryon_unet.encoder_hid_proj(hidden(pixels)), tryon_unet.encoder_hid_proj(hidden(torch.zeros_like(pixels)))
 
@@ -78,6 +77,30 @@ def comfy_eps(case, x, sigma, order):
     sigmas = sigma.repeat(x_in.shape[0])
     denoised = base.apply_model(x_in, sigmas, c_concat=concat, c_crossattn=context, y=adm, transformer_options=options)
     return ((x_in - denoised) / sigma).chunk(len(order))
+
+
+def test_ip_tokens_match_the_original_with_its_clip_preprocessing(layout_case):
+    """Default ip_image_preprocess "original": the original's PIL CLIP preprocessing, so the IP tokens agree."""
+    case, tryon_unet, _, repo = layout_case
+    with torch.no_grad():
+        cond, uncond = reference_ip_tokens(repo, tryon_unet, case.garment_pixels)
+    assert (case.result.state.ip_cond - cond).abs().max().item() <= 1e-4
+    assert (case.result.state.ip_uncond - uncond).abs().max().item() <= 1e-4
+
+
+def test_comfyui_ip_preprocessing_is_an_option_that_differs_from_the_original(layout_case, pack):
+    from comfyui_tryon.pipeline.idm_vton_apply import ip_image_tokens
+
+    case, tryon_unet, _, repo = layout_case
+    with torch.no_grad():
+        cond, _ = reference_ip_tokens(repo, tryon_unet, case.garment_pixels)
+    import nodes
+
+    (vision,) = nodes.CLIPVisionLoader().load_clip("tiny_clip_vision.safetensors")
+    comfyui, _ = ip_image_tokens(case.tryon, vision, case.garment_pixels, "comfyui")
+    original, _ = ip_image_tokens(case.tryon, vision, case.garment_pixels, "original")
+    assert (original - case.result.state.ip_cond).abs().max().item() == 0  # the apply node's default
+    assert (comfyui - cond).abs().max().item() > 10 * (original - cond).abs().max().item()
 
 
 def test_garment_features_match_the_reference(layout_case):
@@ -134,7 +157,7 @@ def test_four_step_sampling_matches_the_reference(layout_case):
             x = x + (eps_uncond + cfg * (eps_cond - eps_uncond)) * (next_sigma - sigma)
     reference = case.result.model.model.process_latent_out(x)
     assert (ours - reference).abs().max().item() <= 1e-3
-    assert case.result.state.bank == {}  # the feature bank is freed after sampling
+    assert case.result.bank.features == {}  # the feature bank is freed after sampling
 
 
 def test_reference_attention_patch_equals_literal_concat_and_slice_block_by_block(layout_case):

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import types
 
 import pytest
 import torch
@@ -29,14 +30,12 @@ def base_case(fast_models):
 
 
 def variant(case, **options):
-    """The same prepared inputs with a fresh TryOnState (other options, zeroed counters) and a freshly patched MODEL."""
-    from comfyui_tryon.attention.tryon_patch import TryOnState, patch_tryon_model
+    """The same prepared inputs with other options: a new TryOnState and a freshly patched MODEL (a new, empty bank)."""
+    from comfyui_tryon.attention.tryon_patch import patch_tryon_model, tryon_bank
 
-    s = case.result.state
-    state = TryOnState(
-        s.garment_net, s.garment_latent, s.garment_context, s.ip_cond, s.ip_uncond, s.ip_layers, s.wanted, s.ip_strength, s.garment_strength, **options
-    )
-    result = dataclasses.replace(case.result, model=patch_tryon_model(case.tryon, state), state=state)
+    state = dataclasses.replace(case.result.state, **options)
+    model = patch_tryon_model(case.tryon, state)
+    result = dataclasses.replace(case.result, model=model, state=state, bank=tryon_bank(model))
     return dataclasses.replace(case, result=result)
 
 
@@ -65,22 +64,27 @@ def test_zero_key_biases_weigh_exactly_as_many_zero_keys(pack, dtype, count):
     assert len(biases) == 1 if dtype == torch.float32 else len(biases) <= 4
 
 
-class _State:
-    """What the attn1 replace reads from a TryOnState."""
+class _Bank:
+    """What the attn1 replace reads from a ReferenceFeatureBank: one block's features and the strength."""
 
-    def __init__(self, garment, strength):
-        self.garment, self.garment_strength = garment, strength
+    def __init__(self, features, strength):
+        self.features, self.spec = features, types.SimpleNamespace(strength=strength)
 
     def features_for(self, key):
-        return self.garment
+        return self.features
 
 
+@pytest.mark.parametrize("uncond", ["zero_tokens", "materialised_features"])
 @pytest.mark.parametrize("attention", ["attention_pytorch", "attention_sub_quad", "attention_split", "attention_basic"])
-def test_single_key_attn1_equals_literal_concat_and_slice_in_every_chunk_layout(fast_models, monkeypatch, attention):
-    """Every attn1 with the biased zero key equals attention over [n, g or M zeros] (N+M tokens) sliced to N."""
+def test_attn1_replace_equals_literal_concat_and_slice_in_every_chunk_layout(fast_models, monkeypatch, attention, uncond):
+    """Every attn1 replace equals attention over [n, r] (N+M tokens) sliced to N; r = g (cond), M zeros or u (uncond).
+
+    Zero tokens go through the single biased key (IDM-VTON); materialised uncond features are OOTDiffusion's case.
+    """
     import comfy.ldm.modules.attention as comfy_attention
     from comfyui_tryon.attention.garment_features import transformer_blocks
     from comfyui_tryon.attention.reference_attention import ReferenceAttentionReplace
+    from comfyui_tryon.attention.reference_bank import ReferenceFeatures
 
     function = getattr(comfy_attention, attention)
     monkeypatch.setattr(comfy_attention, "optimized_attention", function)
@@ -92,12 +96,14 @@ def test_single_key_attn1_equals_literal_concat_and_slice_in_every_chunk_layout(
         width = block.norm1.normalized_shape[0]
         x = torch.randn(4, 10, width, generator=generator) * 3
         garment = torch.randn(1, 13, width, generator=generator) * 3
-        replace = ReferenceAttentionReplace(_State(garment, 0.8), key, block.attn1)
+        uncond_tokens = torch.randn(1, 13, width, generator=generator) * 3 if uncond == "materialised_features" else None
+        replace = ReferenceAttentionReplace(_Bank(ReferenceFeatures(garment, uncond_tokens), 0.8), key, block.attn1)
         for order in ([0, 1], [1, 0], [0], [1]):
             n = x[: 2 * len(order)]
             extra = {"n_heads": block.n_heads, "cond_or_uncond": order, "attn_precision": None}
             ours = block.attn1.to_out(replace(block.attn1.to_q(n), block.attn1.to_k(n), block.attn1.to_v(n), extra))
-            tokens = torch.cat([garment * 0.8 if kind == 0 else torch.zeros_like(garment) for kind in order]).repeat_interleave(2, 0)
+            uncond_reference = torch.zeros_like(garment) if uncond_tokens is None else uncond_tokens * 0.8
+            tokens = torch.cat([garment * 0.8 if kind == 0 else uncond_reference for kind in order]).repeat_interleave(2, 0)
             literal = block.attn1(torch.cat([n, tokens], dim=1))[:, : n.shape[1]]
             assert relative_gap(ours, literal) <= 1e-5, (key, order)
             if 1 in order:  # the zeros really take softmax mass: without them the uncond rows differ
@@ -141,9 +147,9 @@ def test_single_key_sampling_equals_materialised_zeros_with_one_garment_pass_per
         )
         results[uncond_keys] = sample(case, steps=3)
         monkeypatch.undo()
-        assert case.result.state.garment_passes == 3
+        assert case.result.bank.reference_passes == 3
         assert calls == ([1, 1] * 3 if layout == "split" else [2] * 3)
-        assert case.result.state.bank == {}
+        assert case.result.bank.features == {}
     assert relative_gap(results["single_key"], results["materialised"]) <= 1e-5
 
 
@@ -181,12 +187,12 @@ def test_garment_net_stops_after_its_last_captured_block_and_equals_a_full_run(b
     assert len(skipped) == 3  # fast preset: output blocks 4, 5 and conv_out never run
     assert ran_full >= skipped and not (ran_early & skipped)
     assert ran_early == {f"output{number}" for number in range(last + 1)}
-    assert list(early) == list(full) == state.wanted
+    assert list(early) == list(full) == list(state.wanted)
     assert max((early[k] - full[k]).abs().max().item() for k in full) <= 1e-6
 
 
 def test_vae_encodes_and_ip_tokens_happen_once_per_apply_never_per_step(fast_models, monkeypatch):
-    import comfy.clip_vision
+    import comfy.clip_model
     import comfy.sd
 
     counts = {"vae": 0, "clip_vision": 0, "resampler": 0}
@@ -201,7 +207,7 @@ def test_vae_encodes_and_ip_tokens_happen_once_per_apply_never_per_step(fast_mod
         monkeypatch.setattr(cls, name, wrapper)
 
     counting(comfy.sd.VAE, "encode", "vae")
-    counting(comfy.clip_vision.ClipVisionModel, "encode_image", "clip_vision")
+    counting(comfy.clip_model.CLIPVisionModelProjection, "forward", "clip_vision")
     hook = fast_models[0].model.ip_resampler.register_forward_hook(lambda *a: counts.__setitem__("resampler", counts["resampler"] + 1))
     try:
         case = prepare_case(*fast_models, persons=2)
@@ -209,51 +215,62 @@ def test_vae_encodes_and_ip_tokens_happen_once_per_apply_never_per_step(fast_mod
         sample(case, steps=3)
     finally:
         hook.remove()
-    assert after_apply == {"vae": 3, "clip_vision": 1, "resampler": 2}  # masked person, DensePose, garment; cond + zero image
+    assert after_apply == {"vae": 3, "clip_vision": 2, "resampler": 2}  # masked person, DensePose, garment; garment + zero image
     assert counts == after_apply  # sampling 3 steps at CFG 2 encodes nothing again
-    assert case.result.state.garment_passes == 3
+    assert case.result.bank.reference_passes == 3
 
 
 # --- the approximate garment feature cache ------------------------------------------------------
 @pytest.mark.parametrize("mode,index", [("first_step", 0), ("mid_schedule", 2)])
 def test_feature_cache_runs_garment_net_once_per_run_at_the_chosen_timestep(base_case, monkeypatch, mode, index):
     import comfy.samplers
-    from comfyui_tryon.attention import tryon_patch
+    from comfyui_tryon.attention import reference_bank
 
     exact = sample(variant(base_case), steps=4)
     case = variant(base_case, feature_cache=mode)
     timesteps = []
-    stock = tryon_patch.garment_features
-    monkeypatch.setattr(tryon_patch, "garment_features", lambda unet, latent, t, *a: timesteps.append(float(t[0])) or stock(unet, latent, t, *a))
+    stock = reference_bank.garment_features
+    monkeypatch.setattr(reference_bank, "garment_features", lambda unet, latent, t, *a: timesteps.append(float(t[0])) or stock(unet, latent, t, *a))
     monkeypatch.setattr(case.result.model.model, "memory_required", lambda *a, **k: float("inf"))  # split cond/uncond calls
     cached = sample(case, steps=4)
     ms = case.result.model.model.model_sampling
     sigmas = comfy.samplers.calculate_sigmas(ms, "normal", 4)
     assert timesteps == [pytest.approx(float(ms.timestep(sigmas[index])), abs=1e-3)]
-    assert case.result.state.garment_passes == 1 and case.result.state.bank == {}
+    assert case.result.bank.reference_passes == 1 and case.result.bank.features == {}
     assert torch.isfinite(cached).all() and relative_gap(cached, exact) > 1e-6  # approximate: not the exact result
     again = sample(case, steps=4)  # the next run computes its own features (nothing leaks between runs)
-    assert case.result.state.garment_passes == 2 and torch.equal(again, cached)
+    assert case.result.bank.reference_passes == 2 and torch.equal(again, cached)
 
 
 def test_feature_cache_is_an_optional_node_input_off_by_default(base_case):
+    from comfyui_tryon.attention.reference_spec import EveryStep
     from comfyui_tryon.nodes.apply import IDMVTONApply
 
     spec = IDMVTONApply.INPUT_TYPES()["optional"]["garment_feature_cache"]
-    assert spec[0] == ["off", "first_step", "mid_schedule"] and spec[1]["default"] == "off"
-    assert "deviation" in spec[1]["tooltip"].lower() and "faster" in spec[1]["tooltip"]
+    options = spec[1].get("options", spec[0])  # V3 combos list their options in the dict
+    assert list(options) == ["off", "first_step", "mid_schedule"] and spec[1]["default"] == "off"
     assert base_case.result.state.feature_cache == "off"  # apply_idm_vton's default
+    assert base_case.result.bank.spec.timing == EveryStep()
 
 
-def test_unknown_feature_cache_mode_is_a_clear_error(base_case):
+@pytest.mark.parametrize("option,value", [("feature_cache", "sometimes"), ("uncond_keys", "some")])
+def test_unknown_options_are_a_clear_error_raised_once_by_the_state(base_case, option, value):
     from comfyui_tryon.errors import TryOnInputError
-    from comfyui_tryon.pipeline.idm_vton_apply import apply_idm_vton
 
-    case = base_case
-    with pytest.raises(TryOnInputError, match="garment_feature_cache: must be one of off, first_step, mid_schedule"):
-        apply_idm_vton(
-            case.tryon, case.garment, case.garment_cond, None, None, None, None, None, None, case.positive, case.negative, garment_feature_cache="sometimes"
-        )
+    name = {"feature_cache": "garment_feature_cache"}.get(option, option)
+    with pytest.raises(TryOnInputError, match=f"{name}: must be one of"):
+        dataclasses.replace(base_case.result.state, **{option: value})
+
+
+def test_state_is_immutable_and_sampling_leaves_it_untouched(base_case):
+    state = base_case.result.state
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        state.uncond_keys = "materialised"
+    before = {f.name: getattr(state, f.name) for f in dataclasses.fields(state)}
+    tensors = {name: value.clone() for name, value in before.items() if isinstance(value, torch.Tensor)}
+    sample(base_case, steps=1)
+    assert all(getattr(state, name) is value for name, value in before.items())
+    assert all(torch.equal(getattr(state, name), value) for name, value in tensors.items())
 
 
 # --- living with other nodes' attn1 replaces ------------------------------------------------------
@@ -268,13 +285,14 @@ class IdentityReplace:
 
 def test_an_earlier_attn1_replace_is_kept_and_the_garment_rides_on_the_attn1_patch(base_case):
     from comfyui_tryon.attention.reference_attention import ReferenceAttentionPatch
+    from comfyui_tryon.attention.reference_bank import Attn1Hook
 
     key = base_case.result.state.wanted[0]
     other = base_case.tryon.clone()
     other.set_model_attn1_replace(IdentityReplace(), *key)
     combined = variant(dataclasses.replace(base_case, tryon=other))
     options = combined.result.model.model_options["transformer_options"]
-    assert combined.result.state.uncond_keys == "materialised"
+    assert combined.result.bank.attn1_hook == Attn1Hook.PATCH and combined.result.state.uncond_keys == "single_key"  # data untouched
     assert isinstance(options["patches_replace"]["attn1"][key], IdentityReplace)  # theirs stays
     assert isinstance(options["patches"]["attn1_patch"][0], ReferenceAttentionPatch)  # ours extends its keys/values
     # a plain-attention replace over the extended keys/values changes nothing: same latent as ours alone

@@ -26,8 +26,8 @@ def sample(case, steps=3, cfg=2.0, sampler="euler", scheduler="normal", seed=1):
 def test_garment_net_runs_once_per_step_and_the_bank_is_freed(fast_models):
     case = prepare_case(*fast_models)
     out = sample(case, steps=3)
-    assert case.result.state.garment_passes == 3
-    assert case.result.state.bank == {}
+    assert case.result.bank.reference_passes == 3
+    assert case.result.bank.features == {}
     assert torch.isfinite(out).all()
 
 
@@ -37,7 +37,7 @@ def test_split_cond_and_uncond_batches_give_the_same_result_with_one_pass_per_st
     # ComfyUI splits cond/uncond into separate calls when memory is short; make every estimate too big
     monkeypatch.setattr(case.result.model.model, "memory_required", lambda *a, **k: float("inf"))
     split = sample(case)
-    assert case.result.state.garment_passes == 3
+    assert case.result.bank.reference_passes == 3
     # random tiny weights at zsnr's sigma_max (~4096) give latents of ~1e4: compare relatively
     assert (together - split).abs().max().item() <= 1e-5 * together.abs().max().item()
 
@@ -45,7 +45,7 @@ def test_split_cond_and_uncond_batches_give_the_same_result_with_one_pass_per_st
 def test_cfg_one_runs_without_an_uncond_chunk(fast_models):
     case = prepare_case(*fast_models)
     out = sample(case, cfg=1.0, steps=2)
-    assert torch.isfinite(out).all() and case.result.state.garment_passes == 2
+    assert torch.isfinite(out).all() and case.result.bank.reference_passes == 2
 
 
 def test_uncond_chunk_sees_zero_garment_tokens_not_copies(pack):
@@ -61,44 +61,86 @@ def test_uncond_chunk_sees_zero_garment_tokens_not_copies(pack):
 
 def test_ip_attention_equals_text_plus_ip_attention(pack):
     import comfy.ops
-    from comfyui_tryon.attention.ip_attention import IPAttentionReplace
+    from comfyui_tryon.attention.ip_attention import IPAdapterTokens, IPAttentionReplace
     from comfyui_tryon.models.tryon_net import IPKeyValue
 
-    class State:
-        ip_strength = 0.7
-        ip_layers = torch.nn.ModuleDict({"input_4_0": IPKeyValue(16, 64, comfy.ops.disable_weight_init)})
-        ip_cond, ip_uncond = torch.randn(1, 4, 16), torch.randn(1, 4, 16)
-
-        def ip_tokens(self, order, batch, like):
-            return torch.cat([(self.ip_cond if k == 0 else self.ip_uncond).expand(batch, -1, -1) for k in order]).to(like)
-
-    state = State()
-    for layer in state.ip_layers.values():
-        torch.nn.init.normal_(layer.to_k_ip.weight)
-        torch.nn.init.normal_(layer.to_v_ip.weight)
+    layer = IPKeyValue(16, 64, comfy.ops.disable_weight_init)
+    torch.nn.init.normal_(layer.to_k_ip.weight)
+    torch.nn.init.normal_(layer.to_v_ip.weight)
+    ip_cond, ip_uncond = torch.randn(1, 4, 16), torch.randn(1, 4, 16)
     q, k, v = torch.randn(2, 6, 64), torch.randn(2, 7, 64), torch.randn(2, 7, 64)
-    out = IPAttentionReplace(state, "input_4_0")(q, k, v, {"n_heads": 1, "cond_or_uncond": [0, 1]})
+    out = IPAttentionReplace(None, IPAdapterTokens(ip_cond, ip_uncond), layer, 0.7)(q, k, v, {"n_heads": 1, "cond_or_uncond": [0, 1]})
     attend = lambda q, k, v: torch.softmax(q @ k.transpose(1, 2) / 8.0, -1) @ v  # noqa: E731
-    tokens = torch.cat([state.ip_cond, state.ip_uncond])
-    layer = state.ip_layers["input_4_0"]
+    tokens = torch.cat([ip_cond, ip_uncond])
     expected = attend(q, k, v) + 0.7 * attend(q, layer.to_k_ip(tokens), layer.to_v_ip(tokens))
     assert (out - expected).abs().max().item() <= 1e-5
 
 
-def test_our_sampler_gives_the_stock_ksampler_latent(fast_models):
-    import nodes
+def original_ddpm_latent(case, seed: int, steps: int, cfg: float) -> torch.Tensor:
+    """IDM-VTON's sampling written out: DDPM over the leading timesteps t_i = i * (1000 // steps) + 1, CFG on eps.
+
+    DDPM step (fixed-small variance): x0 = (x - sqrt(1 - a) eps) / sqrt(a); mean = sqrt(a_prev) b / (1 - a) x0 +
+    sqrt(a / a_prev) (1 - a_prev) / (1 - a) x; x_prev = mean + sqrt((1 - a_prev) / (1 - a) b) z, with
+    b = 1 - a / a_prev and a_prev = 1 after the last step. a = 1 / (1 + sigma^2) from the model's (zsnr) sigma table;
+    eps from the patched MODEL (test_parity.comfy_eps, no ComfyUI sampler code). Seeding follows ComfyUI's: the initial
+    noise and, from a second generator with the same seed, one draw z per step; the start is sigma_0 * noise.
+    """
+    from test_parity import comfy_eps
+
+    ms = case.result.model.model.model_sampling
+    shape = case.result.latent["samples"].shape
+    noise = torch.randn(shape, generator=torch.Generator().manual_seed(seed))
+    draws = torch.Generator().manual_seed(seed)
+    timesteps = [i * (1000 // steps) + 1 for i in range(steps)][::-1]
+    alphas = [1 / (1 + ms.sigmas[t].double() ** 2) for t in timesteps] + [torch.tensor(1.0, dtype=torch.float64)]
+    x = noise.double() * ms.sigmas[timesteps[0]].double() / (1 + ms.sigmas[timesteps[0]].double() ** 2).sqrt()  # VP latent
+    with torch.no_grad():
+        for i, t in enumerate(timesteps):
+            a, a_prev = alphas[i], alphas[i + 1]
+            sigma = ms.sigmas[t].reshape(1)
+            eps_cond, eps_uncond = comfy_eps(case, (x * (1 + sigma.double() ** 2).sqrt()).float(), sigma, (0, 1))
+            eps = (eps_uncond + cfg * (eps_cond - eps_uncond)).double()
+            x0 = (x - (1 - a).sqrt() * eps) / a.sqrt()
+            b = 1 - a / a_prev
+            x = a_prev.sqrt() * b / (1 - a) * x0 + (a / a_prev).sqrt() * (1 - a_prev) / (1 - a) * x
+            if i + 1 < steps:
+                x = x + ((1 - a_prev) / (1 - a) * b).sqrt() * torch.randn(shape, generator=draws).double()
+    return case.result.model.model.process_latent_out(x.float())
+
+
+def sampler_node_latent(case, **settings) -> torch.Tensor:
+    from comfyui_tryon.nodes.sampler import IDMVTONSampler
+
+    output = IDMVTONSampler.execute(case.result.model, case.result.positive, case.result.negative, case.result.latent, **settings)
+    return output[0]["samples"]
+
+
+def test_the_sampler_node_is_ddpm_over_the_original_leading_timesteps(fast_models):
+    case = prepare_case(*fast_models)
+    ours = sampler_node_latent(case, seed=5, steps=4, cfg=2.0, sampler_name="ddpm", scheduler="ddim_uniform")
+    expected = original_ddpm_latent(case, seed=5, steps=4, cfg=2.0)
+    assert (ours - expected).abs().max().item() <= 1e-4 * expected.abs().max().item()
+    other_seed = original_ddpm_latent(case, seed=6, steps=4, cfg=2.0)
+    assert (other_seed - expected).abs().max().item() > 1e-2 * expected.abs().max().item()  # the comparison can tell
+
+
+def test_the_leading_scheduler_follows_the_original_thirty_timesteps(fast_models):
+    case = prepare_case(*fast_models)
+    ours = sampler_node_latent(case, seed=42, steps=30, cfg=2.0, sampler_name="ddpm", scheduler="leading (original)")
+    expected = original_ddpm_latent(case, seed=42, steps=30, cfg=2.0)
+    assert (ours - expected).abs().max().item() <= 1e-4 * expected.abs().max().item()
+    stock = sampler_node_latent(case, seed=42, steps=30, cfg=2.0, sampler_name="ddpm", scheduler="ddim_uniform")
+    assert (stock - expected).abs().max().item() > 1e-3 * expected.abs().max().item()  # ddim_uniform runs 31 steps here
+
+
+def test_leading_sigmas_are_the_original_timesteps(pack, fast_models):
+    from comfyui_tryon.pipeline.idm_vton_sampling import leading_sigmas
 
     case = prepare_case(*fast_models)
-    args = dict(seed=5, steps=2, cfg=2.0, sampler_name="ddpm", scheduler="ddim_uniform")
-    ours = (
-        comfy_host.import_pack()
-        .NODE_CLASS_MAPPINGS["IDMVTONSampler"]()
-        .sample(case.result.model, case.result.positive, case.result.negative, case.result.latent, **args)[0]["samples"]
-    )
-    stock = nodes.KSampler().sample(
-        case.result.model, positive=case.result.positive, negative=case.result.negative, latent_image=case.result.latent, denoise=1.0, **args
-    )[0]["samples"]
-    assert torch.equal(ours, stock)
+    model_sampling = case.result.model.get_model_object("model_sampling")
+    sigmas = leading_sigmas(model_sampling, 30)
+    timesteps = [int(model_sampling.timestep(s).round()) for s in sigmas[:-1]]
+    assert timesteps == list(range(958, 0, -33)) and float(sigmas[-1]) == 0.0
 
 
 @pytest.mark.parametrize("persons,garments", [(2, 1), (2, 2), (1, 2)])
@@ -106,7 +148,7 @@ def test_batches_of_persons_and_garments(fast_models, persons, garments):
     case = prepare_case(*fast_models, persons=persons, garments=garments)
     out = sample(case, steps=1)
     assert out.shape[0] == max(persons, garments)
-    assert case.result.state.garment_passes == 1
+    assert case.result.bank.reference_passes == 1
 
 
 def test_batch_mismatch_is_a_clear_error(fast_models):
@@ -115,12 +157,16 @@ def test_batch_mismatch_is_a_clear_error(fast_models):
         prepare_case(*fast_models, persons=2, garments=3)
 
 
-def test_clone_shares_weights_and_state(fast_models):
+def test_clone_shares_weights_and_bank(fast_models):
+    from comfyui_tryon.attention.tryon_patch import tryon_bank
+
     case = prepare_case(*fast_models)
     clone = case.result.model.clone()
     assert clone.model is case.result.model.model
-    patch = next(iter(clone.model_options["transformer_options"]["patches_replace"]["attn1"].values()))
-    assert patch.state is case.result.state
+    replaces = clone.model_options["transformer_options"]["patches_replace"]
+    assert all(patch.bank is case.result.bank for patch in replaces["attn1"].values())
+    assert all(patch.owner is case.result.bank for patch in replaces["attn2"].values())
+    assert tryon_bank(clone) is case.result.bank and case.result.bank.inputs.latent is case.result.state.garment_latent
     assert case.garment in clone.model_patches_models()  # GarmentNet loads together with TryonNet
 
 
@@ -245,5 +291,5 @@ def test_interrupt_mid_sampling_then_the_next_run_is_correct(fast_models):
             callback=interrupt_at_step_two,
         )
     comfy.model_management.interrupt_current_processing(False)
-    assert case.result.state.bank == {}
+    assert case.result.bank.live_state() == {"feature_tensors": 0, "step_depth": 0, "run_timestep_set": False}
     assert torch.equal(sample(prepare_case(*fast_models), steps=3), reference)

@@ -1,0 +1,50 @@
+"""What the DensePose node runs: each image of a batch through the TorchScript model, rendered in IDM-VTON's convention.
+
+The rendering rules (Parula on black, boxes scaled to the input, per-person resampling) are in
+`preprocess/densepose.py` and docs/preprocessing.md ("DensePose"); loading and running the network in
+`models/densepose_model.py`.
+"""
+
+from __future__ import annotations
+
+import logging
+
+import comfy.model_management
+import torch
+
+from ..errors import TryOnInputError
+from ..model_folders import resolve
+from ..models.densepose_model import FOLDER, densepose_patcher, run_densepose
+from ..models.managed_models import file_identity
+from ..preprocess.densepose import COLORMAPS, PERSON_CHOICES, apply_score_threshold, detection_size, render_densepose, select_persons, to_detector_input
+from ..preprocess.images import as_rgb
+from ..preprocess.labels import check_choice
+
+log = logging.getLogger(__name__)
+
+
+def densepose_images(image: torch.Tensor, densepose_model: str, detection_resolution: int, score_threshold: float, person: str, colormap: str) -> torch.Tensor:
+    """(B, H, W, 3) DensePose renderings of a (B, H, W, C) person batch, each image detected on its own."""
+    check_choice(person, PERSON_CHOICES, "person")
+    check_choice(colormap, COLORMAPS, "colormap")
+    images = as_rgb(image, "image")
+    patcher = densepose_patcher(densepose_model, "densepose_model")
+    height, width = images.shape[1:3]
+    fed_hw = detection_size(height, width, detection_resolution)
+    outputs = []
+    for index, single in enumerate(images):
+        comfy.model_management.throw_exception_if_processing_interrupted()
+        detections = run_densepose(patcher, to_detector_input(single, *fed_hw), "densepose_model")
+        detections = select_persons(apply_score_threshold(detections, score_threshold), person)
+        if len(detections) == 0:
+            log.warning("Try-On DensePose: no person found in image %d of the batch; its DensePose image is black.", index)
+        outputs.append(render_densepose(detections, fed_hw, (height, width), colormap))
+    return torch.stack(outputs)
+
+
+def model_fingerprint(densepose_model: str) -> str:
+    """Changes when the chosen file is replaced under the same name, so ComfyUI runs the node again instead of reusing its output."""
+    try:
+        return repr(file_identity(resolve(FOLDER, densepose_model, "densepose_model")))
+    except (TryOnInputError, OSError):
+        return repr(densepose_model)  # the run itself reports the missing file
