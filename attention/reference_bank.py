@@ -11,6 +11,7 @@ part (docs/idm_vton.md, "ComfyUI hooks"):
 
 from __future__ import annotations
 
+import contextlib
 import enum
 import logging
 from dataclasses import dataclass
@@ -112,6 +113,19 @@ class ReferenceFeatureBank:
     def release_after_step(self) -> None:
         if self.run_timestep is None:
             self.release()
+
+    @contextlib.contextmanager
+    def held_step(self):
+        """One model evaluation whose features must outlive its forward pass, e.g. a training step (forward, then a
+        backward that may recompute checkpointed blocks, which read the features again). Inside it the wrappers keep
+        the features; they are freed when it ends, as at the end of a sampling step."""
+        self.step_depth += 1
+        try:
+            yield self
+        finally:
+            self.step_depth -= 1
+            if self.step_depth == 0:
+                self.release_after_step()
 
     # --- ComfyUI wrappers ----------------------------------------------------------------------------------
     def outer_sample_wrapper(self, executor, noise, latent_image, sampler, sigmas, *args, **kwargs):

@@ -27,7 +27,9 @@ from ..errors import TryOnInputError
 from ..model_folders import resolve
 from ..preprocess.garment_caption import image_to_pil, normalized, tag_features
 from ..preprocess.garment_taxonomy import Attribute
+from ..preprocess.images import check_resize
 from .managed_models import file_identity, managed_model
+from .weight_checks import WeightsFile, check_state_dict, meta_module
 from .weights_io import first_line, read_state_dict
 
 FOLDER = "garment_caption"
@@ -51,6 +53,7 @@ SIDE_FILES = (
     "spiece.model",
 )
 FOLDER_HINT = "The folder needs the weights (model.safetensors), preprocessor_config.json and the tokenizer files."
+CAPTION_FIX = "Download the model folder again (e.g. openai/clip-vit-large-patch14), with the weights that match its config.json."
 
 
 # ----------------------------------------------------------------------------------------------
@@ -163,6 +166,10 @@ def build_caption_patcher(folder: str, name: str, kind: str, weights: list[str],
         state_dict.update(read_state_dict(path, input_name))
     try:
         config = model_class.config_class.from_pretrained(folder, local_files_only=True)
+    except Exception as error:  # transformers raises OSError/ValueError/KeyError for broken configs
+        raise TryOnInputError(f"{input_name}: cannot load '{name}' as a {kind} model: {type(error).__name__}: {first_line(error)}. {FOLDER_HINT}") from error
+    check_caption_weights(model_class, config, state_dict, WeightsFile(input_name, weights_description(name, weights), CAPTION_FIX))
+    try:
         model, info = model_class.from_pretrained(None, config=config, state_dict=state_dict, output_loading_info=True)
         processor = AutoProcessor.from_pretrained(folder, local_files_only=True)
     except Exception as error:  # transformers raises OSError/ValueError/KeyError/RuntimeError for broken folders and wrong shapes
@@ -179,6 +186,22 @@ def build_caption_patcher(folder: str, name: str, kind: str, weights: list[str],
     dtype = torch.float16 if comfy.model_management.should_use_fp16(load_device, prioritize_performance=False) else torch.float32
     network = CaptionNetwork(model.eval().requires_grad_(False).to(dtype), processor, kind, name)
     return comfy.model_patcher.ModelPatcher(network, load_device=load_device, offload_device=comfy.model_management.unet_offload_device())
+
+
+def weights_description(name: str, weights: list[str]) -> str:
+    """How messages name a model folder's weights: 'tiny-clip' (model.safetensors), or its shard count."""
+    files = os.path.basename(weights[0]) if len(weights) == 1 else f"{len(weights)} weight shards"
+    return f"'{name}' ({files})"
+
+
+def check_caption_weights(model_class, config, state_dict: dict[str, torch.Tensor], source: WeightsFile) -> None:
+    """The folder's weights against the network its config describes (built on the meta device): exactly its keys
+    (older files also hold the `position_ids` buffers, which transformers recomputes: allowed), its shapes, floating
+    point and finite values (models/weight_checks.py)."""
+    module = meta_module(lambda: model_class(config), source)
+    recomputed = {key for key, _ in module.named_buffers()}
+    expected = {key: value.shape for key, value in module.state_dict().items()}
+    check_state_dict(state_dict, expected, source, ignored=lambda key: key in recomputed and key not in expected)
 
 
 def load_caption_model(name: str, input_name: str = "caption_model") -> CaptionModel:
@@ -202,6 +225,26 @@ def model_fingerprint(name: str) -> str:
     folder = model_folder(name)
     weights = weight_files(folder, name, read_model_type(folder, name))
     return repr((side_files_digest(folder, weights), file_identity(weights[0])))
+
+
+def processor_resize(image_processor, height: int, width: int) -> tuple[int, int] | None:
+    """(height, width) a transformers image processor resizes an image to: the shorter side to `shortest_edge` (CLIP),
+    or a fixed height x width (SigLIP); None when it does not resize."""
+    if not getattr(image_processor, "do_resize", True):
+        return None
+    size = getattr(image_processor, "size", None)
+
+    def value(key: str):
+        found = getattr(size, key, None)
+        return size.get(key) if found is None and isinstance(size, dict) else found
+
+    shortest = value("shortest_edge")
+    if shortest:
+        scale = shortest / min(height, width)
+        return max(1, round(height * scale)), max(1, round(width * scale))
+    if value("height") and value("width"):
+        return int(value("height")), int(value("width"))
+    return None
 
 
 class CaptionModel:
@@ -269,7 +312,17 @@ class CaptionModel:
         """(D,) normalised image feature of one (H, W, 3) ComfyUI image, through the model's own image processor."""
         device = self._load()
         network = self.network
-        pixels = network.processor.image_processor(images=[image_to_pil(image)], return_tensors="pt")["pixel_values"]
+        image_processor = network.processor.image_processor
+        target = processor_resize(image_processor, image.shape[0], image.shape[1])
+        if target is not None:
+            check_resize(
+                "garment_image",
+                (image.shape[1], image.shape[0]),
+                target[::-1],
+                "resized by the caption model's image processor",
+                "Crop the garment photo to a less extreme aspect ratio (e.g. with 'Try-On Fit Image').",
+            )
+        pixels = image_processor(images=[image_to_pil(image)], return_tensors="pt")["pixel_values"]
         dtype = next(network.network.parameters()).dtype
         features = self._features(network.network.get_image_features(pixel_values=pixels.to(device, dtype)))
         return normalized(features.float())[0].cpu()

@@ -40,6 +40,7 @@ from ..errors import TryOnInputError
 from ..model_folders import resolve
 from ..preprocess.densepose import Detections
 from .managed_models import managed_model
+from .weight_checks import WeightsFile, check_tensor_values
 from .weights_io import first_line
 
 FOLDER = "densepose"
@@ -64,7 +65,19 @@ def load_torchscript(path: str, input_name: str = "densepose_model") -> torch.ji
         ) from error
     if not isinstance(module, torch.jit.ScriptModule):
         raise TryOnInputError(f"{input_name}: '{name}' is not a TorchScript module. {DOWNLOAD_HINT}")
+    check_module_values(module, input_name, name)
     return module.eval()
+
+
+def check_module_values(module: torch.nn.Module, input_name: str, name: str) -> None:
+    """The archive's parameters floating point and finite, and its floating buffers finite (models/weight_checks.py).
+
+    Its keys and shapes need no check: TorchScript refuses an archive whose code and tensors do not match. A frozen
+    export keeps its weights as constants, out of reach here: `parse_output` also refuses a non-finite output.
+    """
+    source = WeightsFile(input_name, f"'{name}'", DOWNLOAD_HINT)
+    buffers = [(key, buffer) for key, buffer in module.named_buffers() if buffer.is_floating_point()]
+    check_tensor_values([*module.named_parameters(), *buffers], source)
 
 
 def densepose_patcher(name: str, input_name: str = "densepose_model") -> comfy.model_patcher.ModelPatcher:
@@ -122,6 +135,11 @@ def parse_output(output, input_name: str = "densepose_model") -> Detections:
         raise TryOnInputError(
             f"{input_name}: unexpected DensePose output shapes boxes {tuple(boxes.shape)}, coarse_segm "
             f"{tuple(coarse.shape)}, fine_segm {tuple(fine.shape)} (expected [N,4], [N,2,h,w], [N,25,h,w])."
+        )
+    if not all(bool(torch.isfinite(t).all()) for t in (boxes, coarse, fine, *(() if scores is None else (scores,)))):
+        raise TryOnInputError(
+            f"{input_name}: the model returned NaN or infinite values: the file's weights are damaged (or it runs in a precision it was not "
+            f"exported for). {DOWNLOAD_HINT}"
         )
     cpu = {"device": "cpu", "dtype": torch.float32}
     return Detections(boxes.to(**cpu), coarse.to(**cpu), fine.to(**cpu), None if scores is None else scores.to(**cpu))

@@ -149,6 +149,11 @@ def fused_logits(model: ParsingModel, image_rgb: np.ndarray) -> np.ndarray:
         raise TryOnInputError(
             f"{model.node_input}: {os.path.basename(model.path)} returned fused logits of shape {fusion.shape}; a SCHP model returns (1, classes, h, w)."
         )
+    if not np.isfinite(fusion).all():  # the graph's weights are inside the ONNX file, out of reach before it runs
+        raise TryOnInputError(
+            f"{model.node_input}: {os.path.basename(model.path)} returned NaN or infinite values: its weights are damaged. "
+            "Download the SCHP parsing model again (parsing_atr.onnx / parsing_lip.onnx, Space yisol/IDM-VTON: ckpt/humanparsing)."
+        )
     height, width = image_rgb.shape[:2]
     return logits_at_image_size(fusion[0], warp, model.size, width, height)
 

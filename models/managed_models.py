@@ -14,6 +14,7 @@ its list of loaded models; so the dropped patcher is kept alive by ComfyUI's own
 
 from __future__ import annotations
 
+import atexit
 import os
 import threading
 from collections.abc import Callable, Sequence
@@ -100,3 +101,6 @@ def forget_all() -> None:
         _entries.clear()
         _released.clear()
     del dropped
+
+
+atexit.register(forget_all)  # free the patchers while ComfyUI's modules still exist (their __del__ needs them)

@@ -22,9 +22,10 @@ import torch
 from torch import nn
 
 from ..errors import TryOnInputError
-from ..preprocess.images import to_uint8
-from ..preprocess.openpose_body import NUM_HEATMAPS, NUM_PAFS, decode_keypoints, prepare_input, upsample_maps
+from ..preprocess.images import check_resize, to_uint8
+from ..preprocess.openpose_body import BOX_SIZE, NUM_HEATMAPS, NUM_PAFS, SCALE, decode_keypoints, prepare_input, upsample_maps
 from .managed_models import managed_model
+from .weight_checks import WeightsFile, check_state_dict
 from .weights_io import read_state_dict
 
 KIND = "openpose"
@@ -96,67 +97,45 @@ class OpenPoseBodyNet(nn.Module):
         return pafs, heatmaps
 
 
-def conv_shapes_from_state_dict(state_dict: dict[str, torch.Tensor], input_name: str, file_name: str = "the file") -> dict[str, tuple[int, ...]]:
-    """Each conv's (out, in, k, k) read from the weights, checked to chain into the network OpenPose defines (and every
-    tensor floating point and finite)."""
-    names = expected_conv_names()
-    expected = {f"{n}.{p}" for n in names for p in ("weight", "bias")}
-    missing = sorted(expected - set(state_dict))
-    extra = sorted(set(state_dict) - expected)
-    if missing or extra:
-        detail = f"missing {missing[:3]}" if missing else f"unexpected {extra[:3]}"
-        raise TryOnInputError(
-            f"{input_name}: {file_name} is not the OpenPose body model body_pose_model.pth ({detail}; {len(missing)} missing, "
-            f"{len(extra)} unexpected keys). Pick the body model (lllyasviel/Annotators body_pose_model.pth), not a hand/face/DWPose file."
-        )
-    _check_values(state_dict, input_name, file_name)
-    shapes = {}
-    for name in names:
-        weight, bias = state_dict[f"{name}.weight"], state_dict[f"{name}.bias"]
-        if weight.dim() != 4 or weight.shape[2] != weight.shape[3] or weight.shape[2] % 2 == 0 or tuple(bias.shape) != (weight.shape[0],):
-            raise TryOnInputError(f"{input_name}: {file_name} has a malformed layer {name} ({tuple(weight.shape)}); download body_pose_model.pth again.")
-        shapes[name] = tuple(weight.shape)
+OPENPOSE_FIX = "Use the body model: download body_pose_model.pth again (lllyasviel/Annotators), not a hand, face or DWPose file."
 
-    def out(name: str) -> int:
-        return shapes[name][0]
 
-    def check(name: str, in_channels: int) -> None:
-        if shapes[name][1] != in_channels:
-            raise TryOnInputError(
-                f"{input_name}: {file_name} layer {name} takes {shapes[name][1]} channels where {in_channels} arrive; "
-                "the file is not a consistent OpenPose body model."
-            )
+def expected_shapes(state_dict: dict[str, torch.Tensor]) -> dict[str, tuple[int, ...]]:
+    """Every tensor of the body network with the shape the network needs: each conv's input channels are what the
+    previous layers give (3 for the image; PAFs + heatmaps + features from stage 2 on), each branch ends in 38 PAFs or
+    19 heatmaps; the other widths and the kernel sizes are read from the file's tensors (the tests' tiny networks are
+    narrower than the real one)."""
+    shapes: dict[str, tuple[int, ...]] = {}
+
+    def conv(name: str, in_channels: int, out_channels: int | None = None) -> int:
+        weight = state_dict.get(f"{name}.weight")
+        found = tuple(weight.shape) if isinstance(weight, torch.Tensor) and weight.dim() == 4 else (0, 0, 3, 3)
+        kernel = found[2] if found[2] == found[3] and found[2] % 2 == 1 else 3
+        out = found[0] if out_channels is None else out_channels
+        shapes[f"{name}.weight"] = (out, in_channels, kernel, kernel)
+        shapes[f"{name}.bias"] = (out,)
+        return out
 
     previous = 3
     for name in BACKBONE:
         if name != "pool":
-            check(name, previous)
-            previous = out(name)
+            previous = conv(name, previous)
     features = previous
     for branch, channels in ((1, NUM_PAFS), (2, NUM_HEATMAPS)):
         for stage in range(1, STAGES + 1):
             layers = _stage_layers(stage, branch)
             previous = features if stage == 1 else NUM_PAFS + NUM_HEATMAPS + features
-            for name in layers:
-                check(name, previous)
-                previous = out(name)
-            if previous != channels:
-                raise TryOnInputError(
-                    f"{input_name}: {file_name} stage {stage} outputs {previous} channels instead of {channels}; this is not the COCO-18 OpenPose body model."
-                )
+            for index, name in enumerate(layers):
+                previous = conv(name, previous, channels if index == len(layers) - 1 else None)
     return shapes
 
 
-def _check_values(state_dict: dict[str, torch.Tensor], input_name: str, file_name: str) -> None:
-    """Every tensor floating point and finite: a max and a min per tensor (NaN propagates through both), no copies;
-    about 0.2 s for the 52 M weights on a busy 2-core CPU."""
-    for key, tensor in state_dict.items():
-        if not tensor.is_floating_point():
-            raise TryOnInputError(
-                f"{input_name}: {file_name} holds {tensor.dtype} values in {key}, not floating-point weights; download body_pose_model.pth again."
-            )
-        if tensor.numel() and not (torch.isfinite(tensor.amax()) and torch.isfinite(tensor.amin())):
-            raise TryOnInputError(f"{input_name}: {file_name} holds NaN or infinite values in {key}; download body_pose_model.pth again.")
+def conv_shapes_from_state_dict(state_dict: dict[str, torch.Tensor], input_name: str, file_name: str = "the file") -> dict[str, tuple[int, ...]]:
+    """Each conv's (out, in, k, k), after the weights are checked (models/weight_checks.py) against the network OpenPose
+    defines: exactly its keys, shapes that chain into it, floating point and finite values."""
+    expected = expected_shapes(state_dict)
+    check_state_dict(state_dict, expected, WeightsFile(input_name, file_name, OPENPOSE_FIX))
+    return {name: expected[f"{name}.weight"] for name in expected_conv_names()}
 
 
 def body_pose_net_from_state_dict(state_dict: dict[str, torch.Tensor], input_name: str, file_name: str = "the state dict") -> OpenPoseBodyNet:
@@ -186,6 +165,15 @@ def run_body_network(patcher: comfy.model_patcher.ModelPatcher, image_rgb: np.nd
     image_rgb = np.asarray(image_rgb)
     if image_rgb.ndim != 3 or image_rgb.shape[2] != 3 or min(image_rgb.shape[:2]) < 2:
         raise TryOnInputError(f"image: OpenPose needs an RGB image (H, W, 3), got shape {tuple(image_rgb.shape)}.")
+    height, width = image_rgb.shape[:2]
+    scale = SCALE * BOX_SIZE / height
+    check_resize(
+        "image",
+        (width, height),
+        (round(width * scale), round(height * scale)),
+        f"scaled to {round(SCALE * BOX_SIZE)}px high for OpenPose",
+        "Crop the image to a less extreme aspect ratio, or set pose_model to none.",
+    )
     if image_rgb.dtype != np.uint8:
         image_rgb = to_uint8(image_rgb)
     batch, scaled_hw, _ = prepare_input(np.ascontiguousarray(image_rgb[:, :, ::-1]))

@@ -8,6 +8,7 @@ import comfy.utils
 import torch
 
 from ..errors import TryOnInputError
+from .weight_checks import WeightsFile, check_comfy_model_weights
 
 AttentionKey = tuple[str, int, int]  # ComfyUI's (block_name, block_number, block_index)
 
@@ -98,29 +99,49 @@ def attention_key(comfy_prefix: str) -> AttentionKey:
 
 
 def convert_unet_keys(
-    state_dict: dict[str, torch.Tensor], unet_config: dict, input_name: str, ignored_prefixes: tuple[str, ...] = ()
+    state_dict: dict[str, torch.Tensor],
+    unet_config: dict,
+    input_name: str,
+    ignored_prefixes: tuple[str, ...] = (),
+    source: WeightsFile | None = None,
 ) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
     """Renames diffusers UNet keys to ComfyUI's; returns the weights and the diffusers->ComfyUI name map."""
     key_map = comfy.utils.unet_to_diffusers(unet_config)
     converted = {key_map[k]: v for k, v in state_dict.items() if k in key_map}
     leftover = [k for k in state_dict if k not in key_map and not k.startswith(ignored_prefixes)]
     if leftover:
-        raise TryOnInputError(
-            f"{input_name}: unexpected UNet keys, e.g. {leftover[:3]}: the file does not match an SDXL UNet layout. "
-            "Pick IDM-VTON's unet/ or unet_encoder/ weights, or a file converted from them."
-        )
+        source = source or WeightsFile(input_name, "this file")
+        raise source.error(f"has {len(leftover)} key(s) that are not in this UNet's layout ({source.shown(leftover)}): it is damaged or another kind of file")
     return converted, key_map
+
+
+def file_key_names(key_map: dict[str, str]) -> dict[str, str]:
+    """ComfyUI UNet key -> the diffusers name a file has for it (for messages about the file's keys)."""
+    return {comfy_key: diffusers_key for diffusers_key, comfy_key in key_map.items()}
 
 
 WEIGHT_DTYPES = {"default": None, "fp16": torch.float16, "bf16": torch.bfloat16, "fp8_e4m3fn": torch.float8_e4m3fn}
 
 
-def build_model_patcher(model_config, comfy_unet: dict[str, torch.Tensor], weight_dtype: str = "default", extra_weights: dict[str, torch.Tensor] | None = None):
-    """Builds `model_config`'s model at the chosen weight dtype, loads UNet (+ extra) weights, wraps it in a ModelPatcher."""
+def build_model_patcher(
+    model_config,
+    comfy_unet: dict[str, torch.Tensor],
+    weight_dtype: str = "default",
+    extra_weights: dict[str, torch.Tensor] | None = None,
+    source: WeightsFile | None = None,
+):
+    """Builds `model_config`'s model at the chosen weight dtype, loads UNet (+ extra) weights, wraps it in a ModelPatcher.
+
+    Before anything is built, the weights are checked against the model `model_config` describes (models/weight_checks.py):
+    exactly its keys, its shapes, floating point and finite values; `source` says which node input and file the messages
+    name (without it they name neither).
+    """
     load_device = comfy.model_management.get_torch_device()
     offload_device = comfy.model_management.unet_offload_device()
     if weight_dtype not in WEIGHT_DTYPES:  # ComfyUI 0.3.75 does not check V3 combo values against their options
         raise TryOnInputError(f"weight_dtype: must be one of {', '.join(WEIGHT_DTYPES)}, not {weight_dtype!r}.")
+    weights = {**comfy_unet, **(extra_weights or {})}
+    check_comfy_model_weights(model_config, weights, source or WeightsFile("weights", "the UNet weights"))
     dtype = WEIGHT_DTYPES[weight_dtype]
     if dtype is None:
         dtype = comfy.model_management.unet_dtype(
@@ -131,5 +152,5 @@ def build_model_patcher(model_config, comfy_unet: dict[str, torch.Tensor], weigh
     manual_cast = comfy.model_management.unet_manual_cast(dtype, load_device, model_config.supported_inference_dtypes)
     model_config.set_inference_dtype(dtype, manual_cast)
     model = model_config.get_model(comfy_unet, "").to(offload_device)
-    model.load_model_weights({**comfy_unet, **(extra_weights or {})}, "")
+    model.load_model_weights(weights, "")
     return comfy.model_patcher.ModelPatcher(model, load_device=load_device, offload_device=offload_device)

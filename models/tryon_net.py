@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import dataclasses
 import logging
+import os
 
 import comfy.model_base
 import comfy.model_patcher
@@ -13,12 +15,22 @@ import torch
 
 from ..attention.resampler import Resampler
 from ..errors import TryOnInputError
-from .sdxl_unet import AttentionKey, attention_key, build_model_patcher, convert_unet_keys, reject_single_file_checkpoint, unet_config_from_diffusers
+from .sdxl_unet import (
+    AttentionKey,
+    attention_key,
+    build_model_patcher,
+    convert_unet_keys,
+    file_key_names,
+    reject_single_file_checkpoint,
+    unet_config_from_diffusers,
+)
+from .weight_checks import WeightsFile
 from .weights_io import read_state_dict
 
 TRYON_IN_CHANNELS = 13
 RESAMPLER_PREFIX = "encoder_hid_proj."
 IP_SUFFIXES = ("attn2.processor.to_k_ip.weight", "attn2.processor.to_v_ip.weight")
+TRYON_FIX = "Download it again (yisol/IDM-VTON: unet/diffusion_pytorch_model.bin, or IDM-VTON-DC), or convert it again with tools/convert_idm_weights.py."
 
 
 def ip_module_name(key: AttentionKey) -> str:
@@ -97,8 +109,15 @@ class TryonNetConfig(comfy.supported_models.SDXL):
         return TryonSDXL(self, self.ip_layout, self.resampler_shapes, device=device)
 
 
-def split_tryon_state_dict(state_dict: dict[str, torch.Tensor], input_name: str):
-    """Separates UNet, Resampler and IP weights and converts them to ComfyUI names."""
+def split_tryon_state_dict(state_dict: dict[str, torch.Tensor], input_name: str, source: WeightsFile | None = None):
+    """Separates UNet, Resampler and IP weights and converts them to ComfyUI names.
+
+    Every cross-attention gets an IP key/value module (TryonNet has one on all of them), so an IP weight missing from
+    the file is reported by the weight check instead of silently leaving its block without IP attention. Returns the
+    UNet config, the ComfyUI-named UNet weights, the IP layout, the Resampler weights, the extra (IP + Resampler)
+    weights under the model's names, and the model name -> file name map for messages.
+    """
+    source = source or WeightsFile(input_name, "this file", TRYON_FIX)
     reject_single_file_checkpoint(state_dict, input_name)
     conv_in = state_dict.get("conv_in.weight")
     in_channels = None if conv_in is None else conv_in.shape[1]
@@ -116,30 +135,53 @@ def split_tryon_state_dict(state_dict: dict[str, torch.Tensor], input_name: str)
     unet_config = unet_config_from_diffusers(unet_weights, input_name)
     if unet_config["adm_in_channels"] is None:
         raise TryOnInputError(f"{input_name}: TryonNet must have SDXL's text-time add-embedding; this file has none.")
-    comfy_unet, key_map = convert_unet_keys(unet_weights, unet_config, input_name)
+    comfy_unet, key_map = convert_unet_keys(unet_weights, unet_config, input_name, source=source)
+    file_keys = file_key_names(key_map)
     ip_layout, extra = {}, {}
-    for name, tensor in ip_weights.items():
-        diffusers_prefix = name[: -len(".processor.to_k_ip.weight")]  # ...transformer_blocks.j.attn2
-        comfy_name = key_map.get(diffusers_prefix + ".to_k.weight")
-        if comfy_name is None:
-            raise TryOnInputError(f"{input_name}: IP weight {name} has no matching cross-attention.")
-        key = attention_key(comfy_name)
-        ip_layout[key] = tensor.shape[0]
-        extra[f"ip_adapter.{ip_module_name(key)}.{name.rsplit('.', 2)[-2]}.weight"] = tensor
+    for diffusers_key, comfy_key in key_map.items():
+        if not diffusers_key.endswith(".attn2.to_k.weight"):
+            continue
+        prefix = diffusers_key[: -len("to_k.weight")]  # ...transformer_blocks.j.attn2.
+        key = attention_key(comfy_key)
+        width = _block_width(state_dict, prefix)
+        if width is None:
+            continue  # nothing of this block is in the file: the weight check names its missing tensors
+        ip_layout[key] = width
+        for projection in ("to_k_ip", "to_v_ip"):
+            model_key = f"ip_adapter.{ip_module_name(key)}.{projection}.weight"
+            file_key = f"{prefix}processor.{projection}.weight"
+            file_keys[model_key] = file_key
+            if file_key in ip_weights:
+                extra[model_key] = ip_weights.pop(file_key)
+    extra.update(ip_weights)  # IP weights of no cross-attention: unexpected, named by the weight check
     extra.update({f"ip_resampler.{k}": v for k, v in resampler.items()})
-    return unet_config, comfy_unet, ip_layout, resampler, extra
+    return unet_config, comfy_unet, ip_layout, resampler, extra, file_keys
+
+
+def _block_width(state_dict: dict[str, torch.Tensor], attn2_prefix: str) -> int | None:
+    """The width of a transformer block, read from whichever of its tensors the file has (None: none of them)."""
+    block = attn2_prefix[: -len("attn2.")]
+    for name in ("attn2.processor.to_k_ip.weight", "attn2.processor.to_v_ip.weight", "attn2.to_k.weight", "attn2.to_q.weight", "attn1.to_q.weight"):
+        tensor = state_dict.get(block + name)
+        if tensor is not None and tensor.ndim == 2:
+            return int(tensor.shape[0])
+    tensor = state_dict.get(block + "norm1.weight")
+    return int(tensor.shape[0]) if tensor is not None and tensor.ndim == 1 else None
 
 
 def build_tryon_model(
-    state_dict: dict[str, torch.Tensor], weight_dtype: str = "default", input_name: str = "tryon_net_name"
+    state_dict: dict[str, torch.Tensor], weight_dtype: str = "default", input_name: str = "tryon_net_name", file_name: str = "this file"
 ) -> comfy.model_patcher.ModelPatcher:
-    """A ModelPatcher around TryonSDXL, built and cast through ComfyUI's own dtype/offload machinery."""
-    unet_config, comfy_unet, ip_layout, resampler, extra = split_tryon_state_dict(state_dict, input_name)
-    patcher = build_model_patcher(TryonNetConfig(unet_config, ip_layout, resampler), comfy_unet, weight_dtype, extra)
+    """A ModelPatcher around TryonSDXL, built and cast through ComfyUI's own dtype/offload machinery, after the weights
+    are checked (models/weight_checks.py) against the network their config describes."""
+    source = WeightsFile(input_name, file_name, TRYON_FIX)
+    unet_config, comfy_unet, ip_layout, resampler, extra, file_keys = split_tryon_state_dict(state_dict, input_name, source)
+    source = dataclasses.replace(source, file_keys=file_keys, file_prefixes={"ip_resampler.": RESAMPLER_PREFIX})
+    patcher = build_model_patcher(TryonNetConfig(unet_config, ip_layout, resampler), comfy_unet, weight_dtype, extra, source=source)
     logging.info("IDM-VTON TryonNet loaded: %d IP cross-attentions, weight dtype %s", len(ip_layout), patcher.model_dtype())
     return patcher
 
 
 def load_tryon_model(path: str, weight_dtype: str = "default", input_name: str = "tryon_net_name") -> comfy.model_patcher.ModelPatcher:
     """TryonNet from a weights file (IDM's unet/ .bin or .safetensors, or a converted single file); errors name `input_name`."""
-    return build_tryon_model(read_state_dict(path, input_name), weight_dtype, input_name)
+    return build_tryon_model(read_state_dict(path, input_name), weight_dtype, input_name, os.path.basename(path))

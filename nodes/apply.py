@@ -7,6 +7,7 @@ from comfy_api.latest import io
 from ..attention.tryon_patch import FEATURE_CACHE
 from ..pipeline.idm_vton_apply import apply_idm_vton
 from ..preprocess.clip_image import IP_IMAGE_PREPROCESS
+from .float_settings import validate_floats
 
 GARMENT_FEATURE_CACHE_TOOLTIP = (
     "Approximate speed-up, off by default. 'off' runs GarmentNet every step (exact, as the original). 'first_step' / "
@@ -81,6 +82,11 @@ class IDMVTONApply(io.ComfyNode):
                 io.Latent.Output(display_name="latent"),
             ],
         )
+
+    @classmethod
+    def validate_inputs(cls, ip_adapter_strength: float | None = None, garment_strength: float | None = None) -> bool | str:
+        """NaN, infinite or out-of-range strengths are refused before the prompt runs (linked values: when it runs)."""
+        return validate_floats(cls, ip_adapter_strength=ip_adapter_strength, garment_strength=garment_strength)
 
     @classmethod
     def execute(

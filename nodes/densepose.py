@@ -7,6 +7,7 @@ from comfy_api.latest import io
 
 from ..pipeline.densepose import densepose_images, model_fingerprint
 from ..preprocess.densepose import COLORMAPS, PERSON_CHOICES
+from .float_settings import validate_floats
 
 
 class TryOnDensePose(io.ComfyNode):
@@ -61,6 +62,11 @@ class TryOnDensePose(io.ComfyNode):
             ],
             outputs=[io.Image.Output(display_name="image")],
         )
+
+    @classmethod
+    def validate_inputs(cls, score_threshold: float | None = None) -> bool | str:
+        """A NaN, infinite or out-of-range threshold is refused before the prompt runs (a linked one: when it runs)."""
+        return validate_floats(cls, score_threshold=score_threshold)
 
     @classmethod
     def fingerprint_inputs(cls, densepose_model: str = "", **kwargs):

@@ -9,6 +9,7 @@ from ..pipeline.agnostic_mask import models_fingerprint
 from ..pipeline.person_crop import crop_person, paste_person_back
 from ..preprocess.labels import NONE
 from ..preprocess.person_crop import PERSON_SOURCES
+from .float_settings import validate_floats
 from .mask import PoseKeypoint
 
 CropInfoType = io.Custom("TRYON_CROP_INFO")
@@ -66,6 +67,11 @@ class TryOnPersonCrop(io.ComfyNode):
                 CropInfoType.Output(display_name="crop_info"),
             ],
         )
+
+    @classmethod
+    def validate_inputs(cls, margin: float | None = None) -> bool | str:
+        """A NaN, infinite or out-of-range margin is refused before the prompt runs (a linked one: when it runs)."""
+        return validate_floats(cls, margin=margin)
 
     @classmethod
     def fingerprint_inputs(cls, parsing_model=None, **_) -> tuple:

@@ -6,6 +6,8 @@ import comfy.samplers
 from comfy_api.latest import io
 
 from ..pipeline.idm_vton_sampling import LEADING, SCHEDULERS, sample_tryon
+from ..preprocess.settings import check_finite
+from .float_settings import validate_floats
 
 
 class IDMVTONSampler(io.ComfyNode):
@@ -48,16 +50,18 @@ class IDMVTONSampler(io.ComfyNode):
         )
 
     @classmethod
-    def validate_inputs(cls, sampler_name: str | None = None, scheduler: str | None = None) -> bool | str:
-        """Unknown names are refused before the prompt runs (ComfyUI 0.3.75 does not check V3 combo values itself)."""
+    def validate_inputs(cls, sampler_name: str | None = None, scheduler: str | None = None, cfg: float | None = None) -> bool | str:
+        """Unknown names are refused before the prompt runs (ComfyUI 0.3.75 does not check V3 combo values itself), and so
+        is a NaN, infinite or out-of-range cfg (a linked cfg is checked when the node runs)."""
         choices = {"sampler_name": (sampler_name, comfy.samplers.KSampler.SAMPLERS), "scheduler": (scheduler, SCHEDULERS)}
         for name, (value, known) in choices.items():
             if value is not None and value not in known:  # None: the value comes from a link, known only at run time
                 return f"{name}: {value!r} is not one of ComfyUI's {name.split('_')[0]}s ({', '.join(known)})."
-        return True
+        return validate_floats(cls, cfg=cfg)
 
     @classmethod
     def execute(cls, model, positive, negative, latent_image, seed: int, steps: int, cfg: float, sampler_name: str, scheduler: str) -> io.NodeOutput:
+        check_finite(cfg=cfg)
         return io.NodeOutput(sample_tryon(model, seed, steps, cfg, sampler_name, scheduler, positive, negative, latent_image))
 
 

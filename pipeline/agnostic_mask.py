@@ -47,6 +47,7 @@ def make_agnostic_mask(
     """
     check_options(category, model_type)
     images = as_rgb(image, "image")
+    drawn = None if user_mask is None else as_mask(user_mask, "user_mask")  # checked before any model runs
     batch, height, width = images.shape[:3]
     atr = load_parsing_model(resolve("humanparsing", atr_model, "atr_model"), "atr_model")
     lip = None if lip_model == NONE else load_parsing_model(resolve("humanparsing", lip_model, "lip_model"), "lip_model")
@@ -67,8 +68,8 @@ def make_agnostic_mask(
         parsings.append(colourise_labels(labels))
 
     mask = grow_mask(torch.from_numpy(np.stack(masks)).float(), grow)
-    if user_mask is not None:
-        drawn = resize_mask_nearest(as_mask(user_mask, "user_mask"), height, width)
+    if drawn is not None:
+        drawn = resize_mask_nearest(drawn, height, width)
         common_batch({"image": batch, "user_mask": drawn.shape[0]})
         mask = combine_masks(mask, repeat_to_batch(drawn, batch).to(mask), user_mask_mode)
     mask = feather_mask(mask, feather)

@@ -17,8 +17,9 @@ from ..model_folders import resolve
 from ..models.densepose_model import FOLDER, densepose_patcher, run_densepose
 from ..models.managed_models import file_identity
 from ..preprocess.densepose import COLORMAPS, PERSON_CHOICES, apply_score_threshold, detection_size, render_densepose, select_persons, to_detector_input
-from ..preprocess.images import as_rgb
+from ..preprocess.images import as_rgb, check_resize
 from ..preprocess.labels import check_choice
+from ..preprocess.settings import check_finite
 
 log = logging.getLogger(__name__)
 
@@ -27,10 +28,18 @@ def densepose_images(image: torch.Tensor, densepose_model: str, detection_resolu
     """(B, H, W, 3) DensePose renderings of a (B, H, W, C) person batch, each image detected on its own."""
     check_choice(person, PERSON_CHOICES, "person")
     check_choice(colormap, COLORMAPS, "colormap")
+    check_finite(score_threshold=score_threshold)
     images = as_rgb(image, "image")
-    patcher = densepose_patcher(densepose_model, "densepose_model")
     height, width = images.shape[1:3]
     fed_hw = detection_size(height, width, detection_resolution)
+    check_resize(
+        "image",
+        (width, height),
+        fed_hw[::-1],
+        f"scaled so that its shorter side is detection_resolution ({detection_resolution})",
+        "Crop the image to a less extreme aspect ratio, or lower detection_resolution.",
+    )
+    patcher = densepose_patcher(densepose_model, "densepose_model")
     outputs = []
     for index, single in enumerate(images):
         comfy.model_management.throw_exception_if_processing_interrupted()

@@ -17,6 +17,7 @@ from ..attention.reference_bank import ReferenceFeatureBank
 from ..attention.tryon_patch import TryOnState, patch_tryon_model, tryon_bank, wanted_feature_keys
 from ..errors import TryOnInputError
 from ..preprocess.clip_image import CLIP_SIZE, IP_IMAGE_PREPROCESS, clip_pixel_values
+from ..preprocess.settings import check_finite
 from ..preprocess.tryon_inputs import prepare_pixels, tryon_concat
 
 
@@ -142,6 +143,7 @@ def apply_idm_vton(
 ) -> TryOnResult:
     """Everything the apply node outputs. `ip_image_preprocess` is checked by clip_vision_outputs (before the VAE runs),
     `garment_feature_cache` and `uncond_keys` by TryOnState."""
+    check_finite(ip_adapter_strength=ip_adapter_strength, garment_strength=garment_strength)
     check_models(tryon_model, garment_model)
     if vae is None or not hasattr(vae, "encode"):
         raise TryOnInputError("vae: connect the SDXL checkpoint's VAE.")

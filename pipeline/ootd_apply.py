@@ -26,6 +26,7 @@ from ..preprocess.clip_image import CLIP_SIZE
 from ..preprocess.labels import CATEGORIES
 from ..preprocess.ootd_inputs import prepare_ootd_pixels
 from ..preprocess.tryon_inputs import latent_mask
+from .idm_vton_apply import clip_vision_outputs
 
 WRAPPER_KEY = "ootdiffusion"
 NODE_NAME = "OOTDiffusion Apply"
@@ -136,8 +137,6 @@ def text_tokens(clip, model_type: str, category: str) -> torch.Tensor:
 
 def image_embeds(clip_vision, garment: torch.Tensor) -> torch.Tensor:
     """(B, D) projected CLIP image embeddings of the garment, with the original's (PIL) CLIP preprocessing."""
-    from .idm_vton_apply import clip_vision_outputs
-
     if clip_vision is None or not hasattr(clip_vision, "encode_image"):
         raise TryOnInputError("clip_vision: load CLIP ViT-L/14 (clip-vit-large-patch14) with the CLIPVisionLoader node.")
     if getattr(clip_vision, "image_size", CLIP_SIZE) != CLIP_SIZE:

@@ -13,11 +13,14 @@ import torch
 from ..errors import TryOnInputError
 from ..model_folders import resolve
 from ..models.human_parsing import load_parsing_model, parse_image
-from ..preprocess.images import as_mask, as_rgb, common_batch, to_uint8
+from ..preprocess.images import as_mask, as_rgb, check_resize, common_batch, to_uint8
 from ..preprocess.labels import NONE
 from ..preprocess.paste_back import mask_is_empty, paste_back
 from ..preprocess.person_crop import CropInfo, centre_box, crop_image, crop_mask, locate_person, person_box
 from ..preprocess.pose_keypoints import keypoints_from_pose_json
+from ..preprocess.settings import check_finite
+
+CROP_SIZE_FIX = "Set width and height between 64 and 4096 (IDM-VTON: 768x1024)."
 
 
 def parsing_labels(parsing_model: str) -> Callable[[torch.Tensor], np.ndarray] | None:
@@ -47,8 +50,10 @@ def crop_person(
 ) -> tuple[torch.Tensor, torch.Tensor, CropInfo]:
     """(crops (B, height, width, 3), cropped masks (B, height, width), CropInfo): one box per image around the person
     that `person_source` finds (the centred box when none), resized to the try-on size."""
+    check_finite(margin=margin)
     image = as_rgb(image, "image")
     batch, image_h, image_w = image.shape[:3]
+    check_resize("width / height", (image_w, image_h), (width, height), "cropped and resized to width x height", CROP_SIZE_FIX)
     if mask is not None:
         mask = as_mask(mask, "mask")
         if tuple(mask.shape[1:3]) != (image_h, image_w):

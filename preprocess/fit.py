@@ -5,13 +5,14 @@ from __future__ import annotations
 import torch
 
 from ..errors import TryOnInputError
-from .images import resize_image
+from .images import check_resize, resize_image
 
 FIT_MODES = ("crop", "pad", "stretch")
 
 
 def fit_image(image: torch.Tensor, height: int, width: int, mode: str = "crop", pad_value: float = 1.0) -> torch.Tensor:
-    """(B, H, W, C) -> (B, height, width, C)."""
+    """(B, H, W, C) -> (B, height, width, C); the target is bounded like every resize (preprocess/images.check_resize)."""
+    check_resize("width / height", (image.shape[2], image.shape[1]), (width, height), "fitted to width x height", "Set width and height between 64 and 4096.")
     if mode == "stretch":
         return resize_image(image, height, width)
     src_h, src_w = image.shape[1:3]

@@ -13,7 +13,7 @@ import torch
 
 from ..errors import TryOnInputError
 from .images import as_mask, as_rgb, common_batch, repeat_to_batch, resize_image, resize_mask_nearest
-from .tryon_inputs import LATENT_FACTOR, MIN_SIDE
+from .tryon_inputs import working_size
 
 MASK_THRESHOLD = 127  # of 255: the original's `mask >= 127 -> 1`
 MASK_GREY = 127 / 255  # the original's grey inside the mask (127 of 255; -0.0039 in the VAE's [-1, 1])
@@ -34,21 +34,11 @@ def binarize_mask(mask: torch.Tensor) -> torch.Tensor:
     return ((mask.clamp(0, 1) * 255).round() >= MASK_THRESHOLD).float()
 
 
-def ootd_working_size(height: int, width: int) -> tuple[int, int]:
-    """The person size rounded down to multiples of 8 (the VAE's factor)."""
-    if min(height, width) < MIN_SIDE:
-        raise TryOnInputError(
-            f"person_image: {width}x{height} is too small; OOTDiffusion needs at least {MIN_SIDE}px a side "
-            "(it was trained at 768x1024). Upscale or crop a larger region."
-        )
-    return height - height % LATENT_FACTOR, width - width % LATENT_FACTOR
-
-
 def prepare_ootd_pixels(person: torch.Tensor, mask: torch.Tensor, garment: torch.Tensor) -> OOTDPixels:
     """Validates and resizes the inputs to the person's size (rounded to /8) and one common batch."""
     person, garment = as_rgb(person, "person_image"), as_rgb(garment, "garment_image")
     mask = as_mask(mask, "mask")
-    height, width = ootd_working_size(*person.shape[1:3])
+    height, width = working_size(*person.shape[1:3], "OOTDiffusion")
     batch = common_batch({"person_image": person.shape[0], "mask": mask.shape[0], "garment_image": garment.shape[0]})
     person = repeat_to_batch(resize_image(person, height, width), batch)
     mask = binarize_mask(repeat_to_batch(resize_mask_nearest(mask, height, width), batch))

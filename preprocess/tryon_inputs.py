@@ -24,11 +24,11 @@ class TryOnPixels:
     garment: torch.Tensor  # (B or 1, H, W, 3)
 
 
-def working_size(height: int, width: int) -> tuple[int, int]:
-    """The person size rounded down to multiples of 8 (the VAE's factor)."""
+def working_size(height: int, width: int, family: str = "IDM-VTON") -> tuple[int, int]:
+    """The person size rounded down to multiples of 8 (the VAE's factor); `family` names the model in the error."""
     if min(height, width) < MIN_SIDE:
         raise TryOnInputError(
-            f"person_image: {width}x{height} is too small; IDM-VTON needs at least {MIN_SIDE}px a side "
+            f"person_image: {width}x{height} is too small; {family} needs at least {MIN_SIDE}px a side "
             "(it was trained at 768x1024). Upscale or crop a larger region."
         )
     return height - height % LATENT_FACTOR, width - width % LATENT_FACTOR

@@ -54,8 +54,11 @@ def pack(fixture_models):
     import nodes
 
     asyncio.run(nodes.init_extra_nodes(init_custom_nodes=False, init_api_nodes=False))
-    nodes.NODE_CLASS_MAPPINGS.update(module.NODE_CLASS_MAPPINGS)
-    nodes.NODE_DISPLAY_NAME_MAPPINGS.update(module.NODE_DISPLAY_NAME_MAPPINGS)
+    extension = asyncio.run(module.comfy_entrypoint())  # as ComfyUI's V3 loader does
+    for node in asyncio.run(extension.get_node_list()):
+        schema = node.GET_SCHEMA()
+        nodes.NODE_CLASS_MAPPINGS[schema.node_id] = node
+        nodes.NODE_DISPLAY_NAME_MAPPINGS[schema.node_id] = schema.display_name
     folder_paths.set_output_directory(str(fixture_models.parent / "output"))
     return module
 

@@ -18,7 +18,12 @@ from browser import ComfyBrowser
 REPO = pathlib.Path(__file__).resolve().parents[2]
 ARTIFACTS = REPO / "test-artifacts"
 WORKFLOWS = sorted((REPO / "workflows").glob("*.json"))
-FAST_WIDGETS = {"KSampler": {"steps": 2}, "TryOnPersonCrop": {"width": 192, "height": 256}, "TryOnFitImage": {"width": 192, "height": 256}}
+FAST_WIDGETS = {
+    "KSampler": {"steps": 2},
+    "OOTDiffusionScheduler": {"steps": 2},
+    "TryOnPersonCrop": {"width": 192, "height": 256},
+    "TryOnFitImage": {"width": 192, "height": 256},
+}
 
 
 @pytest.fixture(scope="module")

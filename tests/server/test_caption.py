@@ -47,7 +47,7 @@ def taxonomy(pack):
 
 @pytest.fixture(scope="module")
 def node(pack):
-    return pack.NODE_CLASS_MAPPINGS["TryOnGarmentCaption"]
+    return pack.nodes.NODE_CLASS_MAPPINGS["TryOnGarmentCaption"]
 
 
 @pytest.fixture(scope="module")

@@ -90,7 +90,7 @@ def to_uint8(image: torch.Tensor) -> np.ndarray:
 
 @pytest.fixture(scope="module")
 def node(pack):
-    return pack.NODE_CLASS_MAPPINGS["TryOnDensePose"]
+    return pack.nodes.NODE_CLASS_MAPPINGS["TryOnDensePose"]
 
 
 def run_node(

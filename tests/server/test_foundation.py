@@ -110,14 +110,14 @@ def test_fit_image_graph_through_the_server(server):
 
 @pytest.mark.parametrize("mode", ["crop", "pad", "stretch"])
 def test_fit_image_gives_the_requested_size(pack, mode):
-    (out,) = pack.NODE_CLASS_MAPPINGS["TryOnFitImage"].execute(torch.rand(2, 37, 91, 4), width=64, height=80, mode=mode).result
+    (out,) = pack.nodes.NODE_CLASS_MAPPINGS["TryOnFitImage"].execute(torch.rand(2, 37, 91, 4), width=64, height=80, mode=mode).result
     assert out.shape == (2, 80, 64, 3)
 
 
 def test_fit_crop_keeps_the_centre(pack):
     image = torch.zeros(1, 100, 300, 3)
     image[:, :, 100:200] = 1.0  # the middle third is white
-    (out,) = pack.NODE_CLASS_MAPPINGS["TryOnFitImage"].execute(image, width=64, height=64, mode="crop").result
+    (out,) = pack.nodes.NODE_CLASS_MAPPINGS["TryOnFitImage"].execute(image, width=64, height=64, mode="crop").result
     assert out.min() > 0.99
 
 
@@ -126,7 +126,7 @@ def test_pack_loads_in_a_comfyui_with_no_model_folder_configured():
     any node lists its files."""
     script = (
         "import comfy_host; comfy_host.prepare_in_process(); pack = comfy_host.import_pack(); "
-        "import folder_paths; print(sorted(pack.NODE_CLASS_MAPPINGS)); print(folder_paths.get_folder_paths('idm_vton'))"
+        "import folder_paths; print(sorted(pack.nodes.NODE_CLASS_MAPPINGS)); print(folder_paths.get_folder_paths('idm_vton'))"
     )
     done = subprocess.run([sys.executable, "-c", script], cwd=comfy_host.TESTS_DIR, capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr[-3000:]

@@ -22,7 +22,7 @@ NECK = (slice(114, 131), slice(182, 202))
 
 @pytest.fixture(scope="module")
 def node(pack):
-    return pack.NODE_CLASS_MAPPINGS["TryOnAgnosticMask"]
+    return pack.nodes.NODE_CLASS_MAPPINGS["TryOnAgnosticMask"]
 
 
 @pytest.fixture(scope="module")
@@ -68,7 +68,7 @@ def test_inputs_list_the_model_folders_and_have_tooltips(pack, node):
     assert list(inputs["optional"]) == ["pose_keypoint", "user_mask", "user_mask_mode"]
     assert inputs["optional"]["pose_keypoint"][0] == "POSE_KEYPOINT"
     assert list(node.RETURN_TYPES) == ["MASK", "IMAGE", "IMAGE"] and list(node.RETURN_NAMES) == ["mask", "preview", "parsing"]
-    assert pack.NODE_DISPLAY_NAME_MAPPINGS["TryOnAgnosticMask"] == "Try-On Agnostic Mask (IDM-VTON)"
+    assert pack.nodes.NODE_DISPLAY_NAME_MAPPINGS["TryOnAgnosticMask"] == "Try-On Agnostic Mask (IDM-VTON)"
 
 
 def test_a_batch_gets_a_mask_preview_and_parsing_per_image_with_pose_keypoints(node, person, am, pose_json):

@@ -55,7 +55,7 @@ def expected_default(value) -> str:
 
 
 def test_every_node_has_a_page_and_every_page_a_node(pack):
-    ids = set(pack.NODE_CLASS_MAPPINGS)
+    ids = set(pack.nodes.NODE_CLASS_MAPPINGS)
     pages = {path.stem for path in DOCS.glob("*.md")}
     assert ids, "the pack registers no nodes"
     assert sorted(ids - pages) == [], "nodes without a web/docs/<NodeId>.md page"
@@ -63,14 +63,14 @@ def test_every_node_has_a_page_and_every_page_a_node(pack):
 
 
 def test_page_title_is_the_display_name(pack):
-    for node_id, display in pack.NODE_DISPLAY_NAME_MAPPINGS.items():
+    for node_id, display in pack.nodes.NODE_DISPLAY_NAME_MAPPINGS.items():
         first_line = page(node_id).splitlines()[0]
         assert first_line == f"# {display}", f"{node_id}: first line {first_line!r}"
 
 
 def test_every_input_has_a_row_with_its_default_and_optionality(pack):
     problems = []
-    for node_id, node in pack.NODE_CLASS_MAPPINGS.items():
+    for node_id, node in pack.nodes.NODE_CLASS_MAPPINGS.items():
         body = section(page(node_id), "Inputs")
         for name, (required, spec) in inputs_of(node).items():
             row = table_row(body, name)
@@ -89,7 +89,7 @@ def test_every_input_has_a_row_with_its_default_and_optionality(pack):
 
 def test_every_output_has_a_row(pack):
     problems = []
-    for node_id, node in pack.NODE_CLASS_MAPPINGS.items():
+    for node_id, node in pack.nodes.NODE_CLASS_MAPPINGS.items():
         body = section(page(node_id), "Outputs")
         for index, name in enumerate(outputs_of(node)):
             row = table_row(body, name)
@@ -105,7 +105,7 @@ def test_every_output_has_a_row(pack):
 
 def test_no_input_row_for_an_input_the_node_does_not_have(pack):
     problems = []
-    for node_id, node in pack.NODE_CLASS_MAPPINGS.items():
+    for node_id, node in pack.nodes.NODE_CLASS_MAPPINGS.items():
         names = set(inputs_of(node))
         for line in section(page(node_id), "Inputs").splitlines():
             match = re.match(r"^\| `([^`]+)`", line)
@@ -115,7 +115,7 @@ def test_no_input_row_for_an_input_the_node_does_not_have(pack):
 
 
 def test_idm_vton_pages_carry_the_weights_licence(pack):
-    for node_id in pack.NODE_CLASS_MAPPINGS:
+    for node_id in pack.nodes.NODE_CLASS_MAPPINGS:
         if node_id.startswith("IDMVTON"):
             assert "CC BY-NC-SA 4.0" in page(node_id) and "non-commercial" in page(node_id), node_id
 

@@ -36,12 +36,12 @@ def input_error():
 
 def crop_node(pack, image, width, height, margin, person_source, **optional):
     """TryOnPersonCrop's outputs (image, mask, crop_info), called as ComfyUI calls a V3 node: by input name."""
-    node = pack.NODE_CLASS_MAPPINGS["TryOnPersonCrop"]
+    node = pack.nodes.NODE_CLASS_MAPPINGS["TryOnPersonCrop"]
     return node.execute(image=image, width=width, height=height, margin=margin, person_source=person_source, **optional).result
 
 
 def paste_node(pack, original_image, tryon_image, mask, grow, feather, **optional):
-    node = pack.NODE_CLASS_MAPPINGS["TryOnPasteBack"]
+    node = pack.nodes.NODE_CLASS_MAPPINGS["TryOnPasteBack"]
     return node.execute(original_image=original_image, tryon_image=tryon_image, mask=mask, grow=grow, feather=feather, **optional).result
 
 
@@ -357,7 +357,7 @@ def test_crop_node_finds_the_person_from_pose_keypoints(pack):
 
 
 def test_crop_node_finds_the_person_with_the_parsing_model(crop, pack):
-    options = pack.NODE_CLASS_MAPPINGS["TryOnPersonCrop"].INPUT_TYPES()["optional"]["parsing_model"][1]
+    options = pack.nodes.NODE_CLASS_MAPPINGS["TryOnPersonCrop"].INPUT_TYPES()["optional"]["parsing_model"][1]
     assert options["options"][0] == options["default"] == "none" and "parsing_atr.onnx" in options["options"]
     labels = np.zeros((560, 640), np.uint8)
     labels[200:456, 300:492] = fixtures_parsing.scene_labels(192, 256)  # the person drawn at half size, off centre
@@ -373,7 +373,7 @@ def test_crop_node_finds_the_person_with_the_parsing_model(crop, pack):
 
 
 def test_crop_info_is_one_custom_type_from_the_crop_node_to_the_paste_node(pack):
-    crop_class, paste_class = pack.NODE_CLASS_MAPPINGS["TryOnPersonCrop"], pack.NODE_CLASS_MAPPINGS["TryOnPasteBack"]
+    crop_class, paste_class = pack.nodes.NODE_CLASS_MAPPINGS["TryOnPersonCrop"], pack.nodes.NODE_CLASS_MAPPINGS["TryOnPasteBack"]
     assert list(crop_class.RETURN_TYPES) == ["IMAGE", "MASK", "TRYON_CROP_INFO"] and list(crop_class.RETURN_NAMES) == ["image", "mask", "crop_info"]
     assert paste_class.INPUT_TYPES()["optional"]["crop_info"][0] == "TRYON_CROP_INFO"
     assert list(paste_class.RETURN_TYPES) == list(paste_class.RETURN_NAMES) == ["IMAGE"]

@@ -6,6 +6,7 @@ and the next valid prompt succeeds.
 
 from __future__ import annotations
 
+import numpy as np
 import pytest
 import reliability_host as rh
 from graphs import GARMENT_NET, TRYON_NET
@@ -152,4 +153,239 @@ def test_a_combo_value_outside_its_options_names_the_input(host, case):
         assert status == "error" and "TryOnInputError" in message, (status, message)
     for fragment in (f"{input_name}:", *fix) if message else ():  # ComfyUI's own value_not_in_list names the input only
         assert fragment in message, (fragment, message)
+    rh.assert_recovers(host)
+
+
+# ----------------------------------------------------------------------------------------------
+# Damaged weight files (every loader of the pack): refused before a network is built, naming the input, the file, what
+# is wrong and the fix; the files are reliability_host.DAMAGED
+# ----------------------------------------------------------------------------------------------
+def damaged(folder: str, name: str) -> str:
+    return rh.damaged(folder, name)
+
+
+def mask_node(image: str, atr_model: str = "parsing_atr.onnx", pose_model: str = "none") -> dict:
+    return {
+        "photo": rh.load_image(image),
+        "agnostic": {
+            "class_type": "TryOnAgnosticMask",
+            "inputs": {
+                "image": ["photo", 0],
+                "atr_model": atr_model,
+                "lip_model": "none",
+                "pose_model": pose_model,
+                "category": "upper_body",
+                "model_type": "hd",
+                "grow": 0,
+                "feather": 0,
+            },
+        },
+        "show": {"class_type": "PreviewAny", "inputs": {"source": ["agnostic", 0]}},
+    }
+
+
+def densepose_node(model: str) -> dict:
+    return {
+        "photo": rh.load_image(rh.base_inputs()["person"]),
+        "densepose_node": {
+            "class_type": "TryOnDensePose",
+            "inputs": {
+                "image": ["photo", 0],
+                "densepose_model": model,
+                "detection_resolution": 64,
+                "score_threshold": 0.8,
+                "person": "largest",
+                "colormap": "parula",
+            },
+        },
+        "show": {"class_type": "PreviewAny", "inputs": {"source": ["densepose_node", 0]}},
+    }
+
+
+def caption_node(model: str) -> dict:
+    return {
+        "garment": rh.load_image(rh.base_inputs()["garment"]),
+        "caption": {
+            "class_type": "TryOnGarmentCaption",
+            "inputs": {"garment_image": ["garment", 0], "category": "upper_body", "caption_model": model, "description": ""},
+        },
+        "show": {"class_type": "PreviewAny", "inputs": {"source": ["caption", 0]}},
+    }
+
+
+def ootd_loader(name: str) -> dict:
+    return {
+        "unet": {"class_type": "OOTDiffusionUNetLoader", "inputs": {"unet_name": name, "weight_dtype": "default"}},
+        "show": {"class_type": "PreviewAny", "inputs": {"source": ["unet", 0]}},
+    }
+
+
+IDM_FIX = ("Download it again (yisol/IDM-VTON", "convert it again with tools/convert_idm_weights.py")
+MISSING = "is incomplete, damaged or of another network: 1 tensor(s) missing ("
+NOT_FINITE = "holds NaN or infinite values in"
+# case id -> (prompt, node type that fails, node input, file name as the message shows it, fragments)
+DAMAGED_CASES = {
+    "tryon-one-unet-tensor-missing": (
+        lambda: rh.graph(tryon=tryon_loader(damaged("idm_vton", "tryon_missing_tensor.safetensors"))),
+        "IDMVTONTryonNetLoader",
+        "tryon_net_name",
+        "tryon_missing_tensor.safetensors",
+        (MISSING, "attn1.to_q.weight)", *IDM_FIX),
+    ),
+    "tryon-one-ip-tensor-missing": (
+        lambda: rh.graph(tryon=tryon_loader(damaged("idm_vton", "tryon_missing_ip.safetensors"))),
+        "IDMVTONTryonNetLoader",
+        "tryon_net_name",
+        "tryon_missing_ip.safetensors",
+        (MISSING, "attn2.processor.to_k_ip.weight)", *IDM_FIX),
+    ),
+    "tryon-tensor-of-the-wrong-shape": (
+        lambda: rh.graph(tryon=tryon_loader(damaged("idm_vton", "tryon_wrong_shape.safetensors"))),
+        "IDMVTONTryonNetLoader",
+        "tryon_net_name",
+        "tryon_wrong_shape.safetensors",
+        ("has tensors of the wrong shape (", "attn1.to_q.weight is (", "where the network needs (", *IDM_FIX),
+    ),
+    "tryon-integer-tensors": (
+        lambda: rh.graph(tryon=tryon_loader(damaged("idm_vton", "tryon_integers.safetensors"))),
+        "IDMVTONTryonNetLoader",
+        "tryon_net_name",
+        "tryon_integers.safetensors",
+        ("holds int32 values in", "not floating-point weights", *IDM_FIX),
+    ),
+    "tryon-all-nan": (
+        lambda: rh.graph(tryon=tryon_loader(damaged("idm_vton", "tryon_nan.safetensors"))),
+        "IDMVTONTryonNetLoader",
+        "tryon_net_name",
+        "tryon_nan.safetensors",
+        (NOT_FINITE, "more)", *IDM_FIX),
+    ),
+    "tryon-one-infinite-value": (
+        lambda: rh.graph(tryon=tryon_loader(damaged("idm_vton", "tryon_one_inf.safetensors"))),
+        "IDMVTONTryonNetLoader",
+        "tryon_net_name",
+        "tryon_one_inf.safetensors",
+        (f"{NOT_FINITE} 1 tensor(s) (conv_out.weight)", *IDM_FIX),
+    ),
+    "garment-one-unet-tensor-missing": (
+        lambda: with_garment_loader(damaged("idm_vton", "garment_missing_tensor.safetensors")),
+        "IDMVTONGarmentNetLoader",
+        "garment_net_name",
+        "garment_missing_tensor.safetensors",
+        (MISSING, "attn2.to_v.weight)", "unet_encoder/diffusion_pytorch_model.safetensors"),
+    ),
+    "garment-all-nan": (
+        lambda: with_garment_loader(damaged("idm_vton", "garment_nan.safetensors")),
+        "IDMVTONGarmentNetLoader",
+        "garment_net_name",
+        "garment_nan.safetensors",
+        (NOT_FINITE, "unet_encoder/diffusion_pytorch_model.safetensors"),
+    ),
+    "openpose-one-tensor-missing": (
+        lambda: mask_node(rh.base_inputs()["person"], pose_model=damaged("openpose", "missing_tensor.pth")),
+        "TryOnAgnosticMask",
+        "pose_model",
+        "missing_tensor.pth",
+        (MISSING, "Mconv4_stage3_L2.weight)", "download body_pose_model.pth again"),
+    ),
+    "openpose-tensor-of-the-wrong-shape": (
+        lambda: mask_node(rh.base_inputs()["person"], pose_model=damaged("openpose", "wrong_shape.pth")),
+        "TryOnAgnosticMask",
+        "pose_model",
+        "wrong_shape.pth",
+        ("has tensors of the wrong shape (conv3_2.weight is (", "download body_pose_model.pth again"),
+    ),
+    "openpose-one-nan-value": (
+        lambda: mask_node(rh.base_inputs()["person"], pose_model=damaged("openpose", "nan.pth")),
+        "TryOnAgnosticMask",
+        "pose_model",
+        "nan.pth",
+        (f"{NOT_FINITE} 1 tensor(s) (Mconv2_stage5_L1.weight)", "download body_pose_model.pth again"),
+    ),
+    "densepose-nan-parameter": (
+        lambda: densepose_node(damaged("densepose", "nan.torchscript")),
+        "TryOnDensePose",
+        "densepose_model",
+        "'nan.torchscript'",
+        (f"{NOT_FINITE} 1 tensor(s) (anchor)", "Download densepose_r50_fpn_dl.torchscript"),
+    ),
+    "densepose-integer-parameter": (
+        lambda: densepose_node(damaged("densepose", "integer.torchscript")),
+        "TryOnDensePose",
+        "densepose_model",
+        "'integer.torchscript'",
+        ("holds int64 values in 1 tensor(s) (anchor)", "Download densepose_r50_fpn_dl.torchscript"),
+    ),
+    "parsing-nan-weights-inside-the-onnx-graph": (
+        lambda: mask_node(rh.base_inputs()["person"], atr_model=damaged("humanparsing", "parsing_atr_nan.onnx")),
+        "TryOnAgnosticMask",
+        "atr_model",
+        "parsing_atr_nan.onnx",
+        ("returned NaN or infinite values: its weights are damaged", "Download the SCHP parsing model again"),
+    ),
+    "caption-one-tensor-missing": (
+        lambda: caption_node(damaged("garment_caption", "missing_tensor")),
+        "TryOnGarmentCaption",
+        "caption_model",
+        "'reliability-missing_tensor' (model.safetensors)",
+        (MISSING, "mlp.fc1.weight)", "Download the model folder again"),
+    ),
+    "caption-all-nan": (
+        lambda: caption_node(damaged("garment_caption", "nan")),
+        "TryOnGarmentCaption",
+        "caption_model",
+        "'reliability-nan' (model.safetensors)",
+        (NOT_FINITE, "Download the model folder again"),
+    ),
+    "ootd-one-unet-tensor-missing": (
+        lambda: ootd_loader(damaged("diffusion_models", "ootd_garm_missing_tensor.safetensors")),
+        "OOTDiffusionUNetLoader",
+        "unet_name",
+        "ootd_garm_missing_tensor.safetensors",
+        (MISSING, "attn1.to_k.weight)", "Download it again"),
+    ),
+    "ootd-all-nan": (
+        lambda: ootd_loader(damaged("diffusion_models", "ootd_garm_nan.safetensors")),
+        "OOTDiffusionUNetLoader",
+        "unet_name",
+        "ootd_garm_nan.safetensors",
+        (NOT_FINITE, "Download it again"),
+    ),
+}
+
+
+# OOTDiffusion's loader (models/ootd_unet.py) already gets the check through build_model_patcher, but its messages name
+# the input and the file only once that loader passes its WeightsFile (see the issue 17 report): until then these fail,
+# and strict xfail turns them into failures the moment the names appear, so the marks go with that change.
+OOTD_NAMES_PENDING = pytest.mark.xfail(strict=True, reason="models/ootd_unet.py does not pass source=WeightsFile(...) to build_model_patcher yet")
+
+
+@pytest.mark.parametrize("case", [pytest.param(c, marks=OOTD_NAMES_PENDING) if c.startswith("ootd-") else c for c in DAMAGED_CASES])
+def test_a_damaged_weights_file_is_refused_naming_the_input_the_file_and_the_fix(host, case):
+    build, node_type, input_name, file_name, fragments = DAMAGED_CASES[case]
+    status, message, _ = rh.outcome(host, build())
+    assert status == "error", (status, message)
+    assert message.startswith(f"{node_type}:") and "TryOnInputError" in message and f"{input_name}: {file_name} " in message, message
+    for fragment in fragments:
+        assert fragment in message, (fragment, message)
+    rh.assert_recovers(host)
+
+
+def cached_nodes(entry: dict) -> list[str]:
+    return [node for kind, data in entry["status"]["messages"] if kind == "execution_cached" for node in data["nodes"]]
+
+
+def test_the_same_seed_gives_the_same_image_after_every_load_of_the_weights(host):
+    """TryonNet loaded three times (the same file under two names, then the first again), each load a fresh model: the
+    same seed gives a bit-identical image every time, so no uninitialised weight reaches sampling."""
+    results = []
+    for name in (TRYON_NET, rh.TRYON_COPY, TRYON_NET):
+        status, message, entry = rh.outcome(host, rh.graph(seed=321, tryon=tryon_loader(name)), keep_cache=False)
+        assert status == "success", message
+        assert "tryon" not in cached_nodes(entry)  # built again from the file
+        (image,) = rh.images(host, entry)
+        results.append(image)
+    assert results[0].std() > 0
+    for image in results[1:]:
+        assert np.array_equal(image, results[0])
     rh.assert_recovers(host)

@@ -18,7 +18,17 @@ from PIL import Image
 
 REPO = pathlib.Path(__file__).resolve().parents[2]
 WORKFLOWS = sorted((REPO / "workflows").glob("*.json"))
-FAST = {"KSampler": {"steps": 2}, "TryOnPersonCrop": {"width": 192, "height": 256}, "TryOnFitImage": {"width": 192, "height": 256}}
+FAST = {
+    "KSampler": {"steps": 2},
+    "OOTDiffusionScheduler": {"steps": 2},
+    "TryOnPersonCrop": {"width": 192, "height": 256},
+    "TryOnFitImage": {"width": 192, "height": 256},
+}
+# The model folders each family's notes must name (where its files go).
+NOTE_FOLDERS = {
+    "idm_vton": ("models/idm_vton", "models/checkpoints", "models/clip_vision", "models/densepose"),
+    "ootd": ("models/diffusion_models", "models/checkpoints", "models/clip_vision"),
+}
 
 
 def load_api(path: pathlib.Path, object_info: dict) -> dict:
@@ -40,15 +50,23 @@ def object_info(server):
     return server.get_json("/object_info")
 
 
-def test_the_four_workflows_are_shipped():
-    assert {p.stem for p in WORKFLOWS} == {"idm_vton_upper_body", "idm_vton_manual_mask", "idm_vton_dresscode", "idm_vton_batch"}
+def test_the_six_workflows_are_shipped():
+    assert {p.stem for p in WORKFLOWS} == {
+        "idm_vton_upper_body",
+        "idm_vton_manual_mask",
+        "idm_vton_dresscode",
+        "idm_vton_batch",
+        "ootd_hd_upper_body",
+        "ootd_dc",
+    }
 
 
 @pytest.mark.parametrize("path", WORKFLOWS, ids=[p.stem for p in WORKFLOWS])
 def test_workflow_has_notes_naming_the_model_folders(path):
     workflow = json.loads(path.read_text())
     notes = " ".join(str(v) for n in workflow["nodes"] if n["type"] == "Note" for v in n["widgets_values"])
-    for folder in ("models/idm_vton", "models/checkpoints", "models/clip_vision", "models/densepose"):
+    family = "ootd" if path.stem.startswith("ootd") else "idm_vton"
+    for folder in NOTE_FOLDERS[family]:
         assert folder in notes, f"{path.name}: no note says what goes in {folder}"
 
 

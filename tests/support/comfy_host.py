@@ -220,14 +220,15 @@ def write_fixture_models(root: pathlib.Path, presets: tuple[str, ...] = ("fast",
             shutil.copy(repo / "image_encoder" / "model.safetensors", vision)
     import fixtures_caption
     import fixtures_densepose
+    import fixtures_ootd
     import fixtures_openpose
     import fixtures_parsing
 
-    for family in (fixtures_parsing, fixtures_openpose, fixtures_densepose, fixtures_caption):
+    for family in (fixtures_parsing, fixtures_openpose, fixtures_densepose, fixtures_caption, fixtures_ootd):
         family.write(models)  # each writes its tiny models under models/<its folder>/, skipping existing files
     add_real_name_aliases(models)
     yaml = root / "extra_model_paths.yaml"
-    folders = ("checkpoints", "clip_vision", "idm_vton", "loras", "humanparsing", "openpose", "densepose", "garment_caption")
+    folders = ("checkpoints", "clip_vision", "idm_vton", "loras", "humanparsing", "openpose", "densepose", "garment_caption", "diffusion_models")
     yaml.write_text("tryon_fixtures:\n    base_path: " + str(models) + "\n" + "".join(f"    {f}: {f}\n" for f in folders))
     return yaml
 

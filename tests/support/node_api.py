@@ -29,7 +29,7 @@ UPDATE_HINT = (
 def pack_node_ids() -> list[str]:
     """Every node id the pack registers (its NODE_CLASS_MAPPINGS)."""
     comfy_host.prepare_in_process()
-    return sorted(comfy_host.import_pack().NODE_CLASS_MAPPINGS)
+    return sorted(comfy_host.import_pack().nodes.NODE_CLASS_MAPPINGS)
 
 
 def input_type(spec) -> str:

@@ -5,6 +5,8 @@ Its models tree adds, next to the normal fixtures (from the `fixture_models` fix
 - models/idm_vton/reliability/: empty, truncated, random-bytes and malicious-pickle files, a tiny SD1.5-shaped UNet,
   an SDXL checkpoint (single-file format) and a file that vanished after it was listed (a dangling link);
 - models/clip_vision/tiny_clip_vision_w48.safetensors: a vision model of the wrong width (stands in for CLIP-L);
+- damaged weight files of every loader (a tensor missing, of the wrong shape, integer, NaN or infinite values) under
+  models/<folder>/reliability/ (DAMAGED), and the fixture TryonNet under a second name (TRYON_COPY);
 - custom_nodes/tryon_reliability_nodes.py: loads tests/reliability_nodes.py.
 """
 
@@ -14,6 +16,7 @@ import io
 import json
 import pathlib
 import pickle
+import shutil
 import time
 
 import comfy_host
@@ -119,6 +122,7 @@ def write_bad_models(root: pathlib.Path, fixture_models_dir: pathlib.Path) -> pa
         vanished.symlink_to(bad / "deleted_after_listing.safetensors")  # listed by ComfyUI, gone when loaded
     (models / "clip_vision").mkdir(parents=True, exist_ok=True)
     write_wrong_vision(models / "clip_vision" / WRONG_VISION)
+    write_damaged_models(models, fixture_models_dir)
     custom_nodes = root / "custom_nodes"
     custom_nodes.mkdir(exist_ok=True)
     (custom_nodes / "tryon_reliability_nodes.py").write_text(
@@ -128,10 +132,123 @@ def write_bad_models(root: pathlib.Path, fixture_models_dir: pathlib.Path) -> pa
     )
     yaml = root / "extra_model_paths.yaml"
     yaml.write_text(
-        f"tryon_reliability:\n    base_path: {models}\n    idm_vton: idm_vton\n    clip_vision: clip_vision\n"
-        f"tryon_reliability_nodes:\n    custom_nodes: {custom_nodes}\n"
+        f"tryon_reliability:\n    base_path: {models}\n"
+        + "".join(f"    {folder}: {folder}\n" for folder in ("idm_vton", "clip_vision", *DAMAGED_FOLDERS))
+        + f"tryon_reliability_nodes:\n    custom_nodes: {custom_nodes}\n"
     )
     return yaml
+
+
+# ----------------------------------------------------------------------------------------------
+# Damaged weight files (issue 17, class 1): each loader's fixture with a tensor missing, of the wrong shape, of an
+# integer dtype or NaN, under <folder>/reliability/ of the reliability server's own models tree
+# ----------------------------------------------------------------------------------------------
+DAMAGED_FOLDERS = ("openpose", "densepose", "humanparsing", "garment_caption", "diffusion_models")
+# the name the loader lists (its folder's sub-path) -> what is wrong with it
+DAMAGED = {
+    "idm_vton": {
+        "tryon_missing_tensor.safetensors": "one UNet tensor missing",
+        "tryon_missing_ip.safetensors": "one IP-Adapter tensor missing",
+        "tryon_wrong_shape.safetensors": "one tensor of the wrong shape",
+        "tryon_integers.safetensors": "every tensor int32",
+        "tryon_nan.safetensors": "every tensor NaN",
+        "tryon_one_inf.safetensors": "one value infinite",
+        "garment_missing_tensor.safetensors": "one UNet tensor missing",
+        "garment_nan.safetensors": "every tensor NaN",
+    },
+    "openpose": {"missing_tensor.pth": "one tensor missing", "wrong_shape.pth": "one tensor of the wrong shape", "nan.pth": "one value NaN"},
+    "densepose": {"nan.torchscript": "a NaN parameter", "integer.torchscript": "an int64 parameter"},
+    "humanparsing": {"parsing_atr_nan.onnx": "NaN weights (ONNX keeps them inside the graph)"},
+    "garment_caption": {"missing_tensor": "one tensor missing", "nan": "every tensor NaN"},
+    "diffusion_models": {"ootd_garm_missing_tensor.safetensors": "one UNet tensor missing", "ootd_garm_nan.safetensors": "every tensor NaN"},
+}
+TRYON_COPY = f"{BAD}/tryon_same_file_again.bin"  # the fixture TryonNet under a second name (a fresh load of the same weights)
+
+
+def damaged(folder: str, name: str) -> str:
+    """The name a loader lists for the damaged file `name` of `folder` (caption models: the folder name)."""
+    return f"reliability-{name}" if folder == "garment_caption" else f"{BAD}/{name}"
+
+
+def write_damaged_models(models: pathlib.Path, fixture_models_dir: pathlib.Path) -> None:
+    """Writes every file of DAMAGED from the fixtures (see there)."""
+    import fixtures_densepose
+    import fixtures_ootd
+    import fixtures_openpose
+    import fixtures_parsing
+
+    def save(folder: str, name: str, state: dict) -> None:
+        path = models / folder / BAD / name
+        path.parent.mkdir(parents=True, exist_ok=True)
+        if name.endswith(".safetensors"):
+            safetensors.torch.save_file({k: v.contiguous() for k, v in state.items()}, str(path))
+        else:
+            torch.save(state, path)
+
+    repo = fixture_models_dir / "idm_vton" / "IDM-VTON-tiny-fast"
+    tryon = torch.load(repo / "unet" / "diffusion_pytorch_model.bin", weights_only=True)
+    garment = safetensors.torch.load_file(str(repo / "unet_encoder" / "diffusion_pytorch_model.safetensors"))
+    attn1 = next(k for k in tryon if k.endswith("attn1.to_q.weight"))
+    save("idm_vton", "tryon_missing_tensor.safetensors", {k: v for k, v in tryon.items() if k != attn1})
+    ip_key = next(k for k in tryon if k.endswith("to_k_ip.weight"))
+    save("idm_vton", "tryon_missing_ip.safetensors", {k: v for k, v in tryon.items() if k != ip_key})
+    save("idm_vton", "tryon_wrong_shape.safetensors", {**tryon, attn1: torch.zeros(tryon[attn1].shape[0], tryon[attn1].shape[1] + 8)})
+    save("idm_vton", "tryon_integers.safetensors", {k: (v * 1000).to(torch.int32) for k, v in tryon.items()})
+    save("idm_vton", "tryon_nan.safetensors", {k: torch.full_like(v, float("nan")) for k, v in tryon.items()})
+    one_inf = tryon["conv_out.weight"].clone()
+    one_inf.view(-1)[0] = float("inf")
+    save("idm_vton", "tryon_one_inf.safetensors", {**tryon, "conv_out.weight": one_inf})
+    garment_key = next(k for k in garment if k.endswith("attn2.to_v.weight"))
+    save("idm_vton", "garment_missing_tensor.safetensors", {k: v for k, v in garment.items() if k != garment_key})
+    save("idm_vton", "garment_nan.safetensors", {k: torch.full_like(v, float("nan")) for k, v in garment.items()})
+    copy = models / "idm_vton" / TRYON_COPY
+    if not copy.is_symlink():
+        copy.symlink_to(repo / "unet" / "diffusion_pytorch_model.bin")
+
+    pose = fixtures_openpose.fixture_state_dict()
+    save("openpose", "missing_tensor.pth", {k: v for k, v in pose.items() if k != "Mconv4_stage3_L2.weight"})
+    save("openpose", "wrong_shape.pth", {**pose, "conv3_2.weight": torch.zeros(pose["conv3_2.weight"].shape[0], 5, 3, 3)})
+    nan_pose = {k: v.clone() for k, v in pose.items()}
+    nan_pose["Mconv2_stage5_L1.weight"].view(-1)[7] = float("nan")
+    save("openpose", "nan.pth", nan_pose)
+
+    for name, anchor in (("nan.torchscript", torch.full((4,), float("nan"))), ("integer.torchscript", torch.zeros(4, dtype=torch.int64))):
+        module = fixtures_densepose.TupleDensePose()
+        module.anchor = torch.nn.Parameter(anchor, requires_grad=False)
+        fixtures_densepose.save_scripted(module, models / "densepose" / BAD / name)
+
+    parser = fixtures_parsing.build_colour_parser("atr")
+    with torch.no_grad():
+        parser.score.weight.fill_(float("nan"))
+    buffer = io.BytesIO()
+    torch.onnx.export(
+        parser,
+        (torch.zeros(1, 3, fixtures_parsing.ATR_SIZE, fixtures_parsing.ATR_SIZE),),
+        buffer,
+        input_names=["input.1"],
+        output_names=["parsing", "fusion", "edge"],
+        opset_version=17,
+        dynamo=False,
+    )
+    (models / "humanparsing" / BAD).mkdir(parents=True, exist_ok=True)
+    (models / "humanparsing" / BAD / "parsing_atr_nan.onnx").write_bytes(buffer.getvalue())
+
+    source = fixture_models_dir / "garment_caption" / "tiny-clip"
+    weights = safetensors.torch.load_file(str(source / "model.safetensors"))
+    dropped = next(k for k in weights if k.endswith("mlp.fc1.weight"))
+    variants = {"missing_tensor": {k: v for k, v in weights.items() if k != dropped}, "nan": {k: torch.full_like(v, float("nan")) for k, v in weights.items()}}
+    for name, state in variants.items():
+        folder = models / "garment_caption" / damaged("garment_caption", name)
+        folder.mkdir(parents=True, exist_ok=True)
+        for file in source.iterdir():
+            if file.name != "model.safetensors":
+                shutil.copy(file, folder / file.name)
+        safetensors.torch.save_file(state, str(folder / "model.safetensors"))
+
+    ootd = {k: v.contiguous() for k, v in fixtures_ootd.build_unet(4, 45).state_dict().items()}
+    ootd_key = next(k for k in ootd if k.endswith("attn1.to_k.weight"))
+    save("diffusion_models", "ootd_garm_missing_tensor.safetensors", {k: v for k, v in ootd.items() if k != ootd_key})
+    save("diffusion_models", "ootd_garm_nan.safetensors", {k: torch.full_like(v, float("nan")) for k, v in ootd.items()})
 
 
 def start_server(root: pathlib.Path, fixture_models: pathlib.Path) -> comfy_host.ComfyServer:
