@@ -211,7 +211,7 @@ def load_caption_model(name: str, input_name: str = "caption_model") -> CaptionM
     weights = weight_files(folder, name, kind, input_name)
     side_files = [path for path in (os.path.join(folder, f) for f in SIDE_FILES) if os.path.isfile(path)]
     patcher = managed_model(
-        FOLDER,
+        f"{FOLDER}:{kind}",
         weights[0],
         lambda _path: build_caption_patcher(folder, name, kind, weights, input_name),
         other_files=side_files + weights[1:],

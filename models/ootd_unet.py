@@ -22,7 +22,8 @@ import comfy.utils
 import torch
 
 from ..errors import TryOnInputError
-from .sdxl_unet import build_model_patcher, convert_unet_keys, unet_config_from_diffusers
+from .sdxl_unet import build_model_patcher, convert_unet_keys, file_key_names, unet_config_from_diffusers
+from .weight_checks import WeightsFile
 from .weights_io import read_state_dict
 
 VTON_IN_CHANNELS = 8
@@ -82,8 +83,13 @@ def heads_from_config(path: str) -> int:
     return int(heads) if isinstance(heads, int) and heads > 0 else SD15_HEADS
 
 
-def comfy_unet_from_state_dict(state_dict: dict[str, torch.Tensor], input_name: str) -> tuple[dict, dict[str, torch.Tensor]]:
-    """(ComfyUI UNet config, ComfyUI-named weights) of a diffusers- or ComfyUI-named SD1.5 UNet of any width."""
+OOTD_FIX = (
+    "Download it again (levihsu/OOTDiffusion: checkpoints/ootd/ootd_hd or ootd_dc/checkpoint-36000/unet_vton or unet_garm/diffusion_pytorch_model.safetensors)."
+)
+
+
+def comfy_unet_from_state_dict(state_dict: dict[str, torch.Tensor], input_name: str) -> tuple[dict, dict[str, torch.Tensor], dict[str, str]]:
+    """(ComfyUI UNet config, ComfyUI-named weights, ComfyUI key -> the file's name) of an SD1.5 UNet of any width."""
     if any(k.startswith(CHECKPOINT_UNET_PREFIX) for k in state_dict):
         if any(k.startswith(("cond_stage_model.", "first_stage_model.")) for k in state_dict):
             raise TryOnInputError(
@@ -95,7 +101,7 @@ def comfy_unet_from_state_dict(state_dict: dict[str, torch.Tensor], input_name: 
         unet_config = comfy.model_detection.detect_unet_config(state_dict, "")
         if unet_config is None or "in_channels" not in unet_config:
             raise TryOnInputError(f"{input_name}: these weights are not an SD1.5 UNet. " + NOT_AN_OOTD_UNET)
-        return unet_config, state_dict
+        return unet_config, state_dict, {}
     if "conv_in.weight" not in state_dict or "down_blocks.0.resnets.0.conv1.weight" not in state_dict:
         raise TryOnInputError(f"{input_name}: these weights are not a UNet (no conv_in / down_blocks keys). " + NOT_AN_OOTD_UNET)
     if any(k.startswith(("add_embedding.", "class_embedding.", "encoder_hid_proj.")) for k in state_dict):
@@ -105,13 +111,19 @@ def comfy_unet_from_state_dict(state_dict: dict[str, torch.Tensor], input_name: 
     unknown = [k for k in state_dict if k not in key_map]
     if unknown:
         raise TryOnInputError(f"{input_name}: unexpected UNet keys, e.g. {unknown[:3]}: not the SD1.5 UNet layout. " + NOT_AN_OOTD_UNET)
-    comfy_unet, _ = convert_unet_keys(state_dict, unet_config, input_name)
-    return unet_config, comfy_unet
+    comfy_unet, key_map = convert_unet_keys(state_dict, unet_config, input_name)
+    return unet_config, comfy_unet, file_key_names(key_map)
 
 
-def build_ootd_unet(state_dict: dict[str, torch.Tensor], weight_dtype: str = "default", input_name: str = "unet_name", num_heads: int = SD15_HEADS):
+def build_ootd_unet(
+    state_dict: dict[str, torch.Tensor],
+    weight_dtype: str = "default",
+    input_name: str = "unet_name",
+    num_heads: int = SD15_HEADS,
+    file_name: str = "this file",
+):
     """A ModelPatcher around unet_vton (8 channels: SD1.5 instruct-pix2pix) or unet_garm (4: SD1.5)."""
-    unet_config, comfy_unet = comfy_unet_from_state_dict(state_dict, input_name)
+    unet_config, comfy_unet, file_keys = comfy_unet_from_state_dict(state_dict, input_name)
     if unet_config.get("adm_in_channels") or unet_config.get("num_classes") or unet_config.get("use_linear_in_transformer"):
         raise TryOnInputError(f"{input_name}: this is an SDXL/SD2-style UNet; OOTDiffusion's UNets are SD1.5. " + NOT_AN_OOTD_UNET)
     channels = unet_config["in_channels"]
@@ -124,9 +136,9 @@ def build_ootd_unet(state_dict: dict[str, torch.Tensor], weight_dtype: str = "de
             f"{input_name}: this UNet has {channels} input channels; OOTDiffusion's unet_vton has {VTON_IN_CHANNELS} and unet_garm "
             f"{GARM_IN_CHANNELS}. " + NOT_AN_OOTD_UNET
         )
-    return build_model_patcher(model_config, comfy_unet, weight_dtype)
+    return build_model_patcher(model_config, comfy_unet, weight_dtype, source=WeightsFile(input_name, file_name, OOTD_FIX, file_keys=file_keys))
 
 
 def load_ootd_unet(path: str, weight_dtype: str = "default", input_name: str = "unet_name") -> comfy.model_patcher.ModelPatcher:
     """unet_vton or unet_garm from a weights file (the official folder's file, or a single file); errors name `input_name`."""
-    return build_ootd_unet(read_state_dict(path, input_name), weight_dtype, input_name, heads_from_config(path))
+    return build_ootd_unet(read_state_dict(path, input_name), weight_dtype, input_name, heads_from_config(path), os.path.basename(path))

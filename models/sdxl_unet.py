@@ -141,7 +141,7 @@ def build_model_patcher(
     if weight_dtype not in WEIGHT_DTYPES:  # ComfyUI 0.3.75 does not check V3 combo values against their options
         raise TryOnInputError(f"weight_dtype: must be one of {', '.join(WEIGHT_DTYPES)}, not {weight_dtype!r}.")
     weights = {**comfy_unet, **(extra_weights or {})}
-    check_comfy_model_weights(model_config, weights, source or WeightsFile("weights", "the UNet weights"))
+    check_comfy_model_weights(model_config, weights, source or WeightsFile("weights", "this UNet file"))
     dtype = WEIGHT_DTYPES[weight_dtype]
     if dtype is None:
         dtype = comfy.model_management.unet_dtype(

@@ -5,9 +5,9 @@ The ids live in the schemas and are a public API (saved workflows refer to them)
 
 from __future__ import annotations
 
-from . import apply, caption, densepose, image_fit, mask, model_loaders, ootd, person_crop, sampler
+from . import apply, caption, customise, densepose, image_fit, mask, model_loaders, ootd, person_crop, sampler
 
-_MODULES = (model_loaders, apply, sampler, image_fit, mask, person_crop, densepose, caption, ootd)
+_MODULES = (model_loaders, apply, sampler, image_fit, mask, person_crop, densepose, caption, ootd, customise)
 
 NODE_LIST = [node for module in _MODULES for node in module.NODES]
 NODE_CLASS_MAPPINGS = {node.GET_SCHEMA().node_id: node for node in NODE_LIST}

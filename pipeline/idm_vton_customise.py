@@ -12,7 +12,8 @@ and the IP-Adapter frozen. Here:
 - the garment features of a step stay in the bank until its backward has run (`held_step`);
 - gradient checkpointing recomputes the decoder's layers with their own copy of `transformer_options`;
 - weights the executor loaded in inference mode are replaced once by ordinary copies of the same values, so layers
-  can save them for backward; every weight keeps its value (the input MODEL is unchanged);
+  can save them for backward, and no gradient reaches any of them; every weight keeps its value (the input MODEL is
+  unchanged);
 - the LoRA is saved in ComfyUI's `loras` folder (never overwriting) and loaded back with ComfyUI's own LoRA code onto
   the input TryonNet without the try-on patches, exactly as LoraLoaderModelOnly would.
 """
@@ -45,13 +46,14 @@ from ..attention.checkpointing import checkpointable_layers, gradient_checkpoint
 from ..attention.decoder_lora import TARGETS, DecoderLoRA
 from ..attention.reference_bank import ReferenceFeatureBank
 from ..attention.reference_spec import EveryStep
-from ..attention.tryon_unpatch import without_tryon_patches
 from ..attention.tryon_patch import tryon_bank
+from ..attention.tryon_unpatch import without_tryon_patches
 from ..errors import TryOnInputError
 from ..preprocess.images import as_rgb, resize_image
 from ..preprocess.tryon_inputs import LATENT_FACTOR, working_size
 
 LOSS_REGIONS = ("whole image", "mask")
+MIN_STEPS = 2
 DEFAULT_LORA_NAME = "idm_vton_customised"
 LORA_DTYPE = torch.float16  # the file's dtype (the LoRA trains in fp32)
 CAPTURE_KEY = "idm_vton_customise_eps"
@@ -79,8 +81,11 @@ class CustomiseOptions:
     gradient_checkpointing: bool = True
 
     def __post_init__(self):
-        if int(self.steps) < 1:
-            raise TryOnInputError(f"steps: must be at least 1, got {self.steps}. The paper customises with 100 steps.")
+        if int(self.steps) < MIN_STEPS:
+            raise TryOnInputError(
+                f"steps: must be at least {MIN_STEPS}, got {self.steps} (a loss curve needs two points; ComfyUI's Plot Loss Graph "
+                "fails on one). The paper customises with 100 steps."
+            )
         if not (isinstance(self.learning_rate, (int, float)) and math.isfinite(self.learning_rate) and self.learning_rate > 0):
             raise TryOnInputError(f"learning_rate: must be a positive number, got {self.learning_rate}. The default is 1e-4.")
         if int(self.rank) < 1:
@@ -139,8 +144,7 @@ def check_tryon_model(model) -> ReferenceFeatureBank:
     table = getattr(sampling, "sigmas", None)
     if not isinstance(sampling, comfy.model_sampling.EPS) or isinstance(sampling, comfy.model_sampling.V_PREDICTION) or table is None or table.ndim != 1:
         raise TryOnInputError(
-            "model: its model sampling is not discrete eps prediction (IDM-VTON's). Remove the model-sampling node between "
-            "the TryonNet loader and this node."
+            "model: its model sampling is not discrete eps prediction (IDM-VTON's). Remove the model-sampling node between the TryonNet loader and this node."
         )
     return bank
 
@@ -250,18 +254,27 @@ def draw_timestep_and_noise(generator: torch.Generator, timesteps: int, shape: t
 
 
 # --- training --------------------------------------------------------------------------------------------------------
-def make_trainable(module: torch.nn.Module) -> int:
-    """Replaces every inference-mode parameter of `module` by an ordinary copy of the same values; returns how many.
+@contextlib.contextmanager
+def frozen_weights(module: torch.nn.Module):
+    """Every parameter of `module` usable as a frozen weight of a training graph while inside.
 
-    ComfyUI's executor loads weights under `torch.inference_mode`; a layer cannot save such a tensor for backward.
-    `p.data = copy` is refused for inference tensors, so the parameter object is replaced. Values stay bit-identical.
+    Parameters loaded under `torch.inference_mode` (ComfyUI's executor) are inference tensors, which a layer cannot
+    save for backward (and `p.data = copy` is refused for them): each is replaced, once and for good, by an ordinary
+    copy of the same values. Parameters that require grad (a model built outside inference mode) are switched off
+    inside, so no gradient reaches them, and switched back on exit. Every value stays bit-identical.
     """
-    replaced = 0
+    switched = []
     for name, parameter in list(module.named_parameters()):
         if parameter.is_inference():
             comfy.utils.set_attr_param(module, name, parameter.detach().clone())
-            replaced += 1
-    return replaced
+        elif parameter.requires_grad:
+            parameter.requires_grad_(False)
+            switched.append(parameter)
+    try:
+        yield
+    finally:
+        for parameter in switched:
+            parameter.requires_grad_(True)
 
 
 def training_dtype(model) -> torch.dtype | None:
@@ -283,9 +296,9 @@ def training_memory(latent_shape: torch.Size, compute_dtype: torch.dtype, lora_p
 def training_session(pair: TrainingPair, lora: DecoderLoRA, checkpointing: bool):
     """Inside a sampling run (`with_eps_model`): trainable weights, the LoRA on its layers, the decoder checkpointed."""
     base = pair.model.model
-    make_trainable(base)
     lora.to(pair.model.load_device)
-    with lora.installed(), gradient_checkpointing(checkpointable_layers(base.diffusion_model.output_blocks), checkpointing):
+    layers = checkpointable_layers(base.diffusion_model.output_blocks)
+    with frozen_weights(base), lora.installed(), gradient_checkpointing(layers, checkpointing):
         yield
 
 

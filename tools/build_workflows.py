@@ -356,6 +356,81 @@ def ootd_dc(object_info: dict) -> UIWorkflow:
     return ootd(object_info, kind="dc", category="dresses", garment_file="garment_dress.png", prefix="ootd_dc")
 
 
+CUSTOMISE_NOTE = """## Customise on one photo pair (the IDM-VTON paper's customisation)
+1. The person photo wears garment A. 'Try-On Garment from Person' cuts A out of the photo onto white, from the
+   mask node's parsing. Have a flat-lay photo of A? Load it and wire it into 'Apply on the pair' as garment_image.
+2. 'IDM-VTON Customise' trains a LoRA on TryonNet's decoder on that pair (100 steps), saves it in models/loras
+   (never overwriting) and outputs TryonNet + LoRA. 'Plot Loss Graph' draws its loss.
+3. 'Apply with garment B' dresses the same person in garment B with the customised TryonNet.
+Later: LoraLoaderModelOnly on the TryonNet loader with the saved file gives the same model; skip steps 1-2.
+Needs a 24 GB GPU at 768x1024 (gradient_checkpointing on). IDM-VTON: CC BY-NC-SA 4.0, non-commercial."""
+
+
+def customise(object_info: dict) -> UIWorkflow:
+    """Person photo wearing A + A (cut out of the photo) -> Apply on the pair -> Customise -> Apply with B -> paste-back."""
+    b = Builder(object_info)
+    w = b.w
+    w.note(MODELS_NOTE, (0, -330), (760, 300), "Where the model files go")
+    w.note(CUSTOMISE_NOTE, (800, -330), (900, 300), "Customise")
+    person, crop, mask, densepose = b.automatic_person_inputs("upper_body", "hd")
+    worn = w.node("TryOnGarmentFromPerson", (800, 0), {"category": "upper_body"}, {"person_image": crop.out("image"), "parsing": mask.out("parsing")})
+    w.node("PreviewImage", (800, 200), {}, {"images": worn.out("garment_image")}, title="Garment A (cut out of the photo)")
+    new_garment = b.garment(800, 520, "garment.png", "Garment B photo")
+    b.models(1200, 0)
+    clip, vae = b.checkpoint.out("CLIP"), b.checkpoint.out("VAE")
+    negative = w.node("CLIPTextEncode", (1200, 420), {"text": NEGATIVE}, {"clip": clip}, title="Negative prompt")
+    prompts = {}
+    for label, garment, y in (("A", worn.out("garment_image"), 560), ("B", new_garment.out(0), 1100)):
+        caption = w.node(
+            "TryOnGarmentCaption",
+            (1200, y),
+            {"category": "upper_body", "caption_model": "clip-vit-large-patch14", "description": ""},
+            {"garment_image": garment},
+            title=f"Garment {label} caption",
+        )
+        tryon_text = w.node("CLIPTextEncode", (1580, y), {"text": ""}, {"clip": clip, "text": caption.out("tryon_prompt")}, title=f"TryonNet prompt {label}")
+        garment_text = w.node(
+            "CLIPTextEncode", (1580, y + 130), {"text": ""}, {"clip": clip, "text": caption.out("garment_prompt")}, title=f"GarmentNet prompt {label}"
+        )
+        prompts[label] = (garment, tryon_text.out(0), garment_text.out(0))
+
+    def apply(x: int, y: int, tryon_model, label: str, title: str):
+        garment, positive, garment_text = prompts[label]
+        links = {
+            "tryon_model": tryon_model,
+            "garment_model": b.checkpoint.out("MODEL"),
+            "garment_conditioning": garment_text,
+            "vae": vae,
+            "person_image": crop.out("image"),
+            "mask": mask.out("mask"),
+            "densepose_image": densepose.out(0),
+            "garment_image": garment,
+            "clip_vision": b.vision.out(0),
+            "positive": positive,
+            "negative": negative.out(0),
+        }
+        return w.node("IDMVTONApply", (x, y), {}, links, title=title)
+
+    pair = apply(2000, 0, b.tryon.out(0), "A", "Apply on the pair (person + garment A)")
+    tuned = w.node(
+        "IDMVTONCustomise",
+        (2000, 420),
+        {"steps": 100, "learning_rate": 0.0001, "rank": 16, "seed": 0, "gradient_checkpointing": True, "lora_name": "idm_vton_customised"},
+        {"model": pair.out("model"), "positive": pair.out("positive"), "vae": vae, "person_image": crop.out("image")},
+    )
+    w.node("LossGraphNode", (2000, 900), {"filename_prefix": "idm_vton_customise_loss"}, {"loss": tuned.out("loss_map")})
+    b.apply = apply(2400, 0, tuned.out("model"), "B", "Apply with garment B (customised TryonNet)")
+    b.sampler = w.node(
+        "KSampler",
+        (2800, 0),
+        {"seed": 42, "steps": 30, "cfg": 2.0, "sampler_name": "ddpm", "scheduler": "ddim_uniform", "denoise": 1.0},
+        {"model": b.apply.out("model"), "positive": b.apply.out("positive"), "negative": b.apply.out("negative"), "latent_image": b.apply.out("latent")},
+    )
+    b.decode = w.node("VAEDecode", (2800, 330), {}, {"samples": b.sampler.out(0), "vae": vae})
+    b.paste_and_save(3200, 0, person.out("IMAGE"), mask.out("mask"), crop.out("crop_info"), "idm_vton_customise")
+    return w
+
+
 BUILDERS = {
     "idm_vton_upper_body": upper_body,
     "idm_vton_manual_mask": manual_mask,
@@ -363,6 +438,7 @@ BUILDERS = {
     "idm_vton_batch": batch,
     "ootd_hd_upper_body": ootd,
     "ootd_dc": ootd_dc,
+    "idm_vton_customise": customise,
 }
 
 

@@ -21,6 +21,7 @@ WORKFLOWS = sorted((REPO / "workflows").glob("*.json"))
 FAST_WIDGETS = {
     "KSampler": {"steps": 2},
     "OOTDiffusionScheduler": {"steps": 2},
+    "IDMVTONCustomise": {"steps": 2},
     "TryOnPersonCrop": {"width": 192, "height": 256},
     "TryOnFitImage": {"width": 192, "height": 256},
 }

@@ -354,13 +354,7 @@ DAMAGED_CASES = {
 }
 
 
-# OOTDiffusion's loader (models/ootd_unet.py) already gets the check through build_model_patcher, but its messages name
-# the input and the file only once that loader passes its WeightsFile (see the issue 17 report): until then these fail,
-# and strict xfail turns them into failures the moment the names appear, so the marks go with that change.
-OOTD_NAMES_PENDING = pytest.mark.xfail(strict=True, reason="models/ootd_unet.py does not pass source=WeightsFile(...) to build_model_patcher yet")
-
-
-@pytest.mark.parametrize("case", [pytest.param(c, marks=OOTD_NAMES_PENDING) if c.startswith("ootd-") else c for c in DAMAGED_CASES])
+@pytest.mark.parametrize("case", list(DAMAGED_CASES))
 def test_a_damaged_weights_file_is_refused_naming_the_input_the_file_and_the_fix(host, case):
     build, node_type, input_name, file_name, fragments = DAMAGED_CASES[case]
     status, message, _ = rh.outcome(host, build())
@@ -376,10 +370,12 @@ def cached_nodes(entry: dict) -> list[str]:
 
 
 def test_the_same_seed_gives_the_same_image_after_every_load_of_the_weights(host):
-    """TryonNet loaded three times (the same file under two names, then the first again), each load a fresh model: the
-    same seed gives a bit-identical image every time, so no uninitialised weight reaches sampling."""
+    """TryonNet loaded three times (the same file under two names no other test uses, then the first again, which the
+    second prompt evicted from ComfyUI's cache), each load a fresh model: the same seed gives a bit-identical image every
+    time, so no uninitialised weight reaches sampling."""
+    first, second = rh.TRYON_COPIES
     results = []
-    for name in (TRYON_NET, rh.TRYON_COPY, TRYON_NET):
+    for name in (first, second, first):
         status, message, entry = rh.outcome(host, rh.graph(seed=321, tryon=tryon_loader(name)), keep_cache=False)
         assert status == "success", message
         assert "tryon" not in cached_nodes(entry)  # built again from the file

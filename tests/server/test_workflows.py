@@ -21,6 +21,7 @@ WORKFLOWS = sorted((REPO / "workflows").glob("*.json"))
 FAST = {
     "KSampler": {"steps": 2},
     "OOTDiffusionScheduler": {"steps": 2},
+    "IDMVTONCustomise": {"steps": 2},
     "TryOnPersonCrop": {"width": 192, "height": 256},
     "TryOnFitImage": {"width": 192, "height": 256},
 }
@@ -50,8 +51,9 @@ def object_info(server):
     return server.get_json("/object_info")
 
 
-def test_the_six_workflows_are_shipped():
+def test_the_seven_workflows_are_shipped():
     assert {p.stem for p in WORKFLOWS} == {
+        "idm_vton_customise",
         "idm_vton_upper_body",
         "idm_vton_manual_mask",
         "idm_vton_dresscode",

@@ -229,7 +229,8 @@ def write_fixture_models(root: pathlib.Path, presets: tuple[str, ...] = ("fast",
     add_real_name_aliases(models)
     yaml = root / "extra_model_paths.yaml"
     folders = ("checkpoints", "clip_vision", "idm_vton", "loras", "humanparsing", "openpose", "densepose", "garment_caption", "diffusion_models")
-    yaml.write_text("tryon_fixtures:\n    base_path: " + str(models) + "\n" + "".join(f"    {f}: {f}\n" for f in folders))
+    # is_default: the fixture folders come first, so files the pack writes (a customised LoRA) land in the fixture tree
+    yaml.write_text("tryon_fixtures:\n    base_path: " + str(models) + "\n    is_default: true\n" + "".join(f"    {f}: {f}\n" for f in folders))
     return yaml
 
 

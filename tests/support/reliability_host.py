@@ -6,7 +6,7 @@ Its models tree adds, next to the normal fixtures (from the `fixture_models` fix
   an SDXL checkpoint (single-file format) and a file that vanished after it was listed (a dangling link);
 - models/clip_vision/tiny_clip_vision_w48.safetensors: a vision model of the wrong width (stands in for CLIP-L);
 - damaged weight files of every loader (a tensor missing, of the wrong shape, integer, NaN or infinite values) under
-  models/<folder>/reliability/ (DAMAGED), and the fixture TryonNet under a second name (TRYON_COPY);
+  models/<folder>/reliability/ (DAMAGED), and the fixture TryonNet under two more names (TRYON_COPIES);
 - custom_nodes/tryon_reliability_nodes.py: loads tests/reliability_nodes.py.
 """
 
@@ -162,7 +162,8 @@ DAMAGED = {
     "garment_caption": {"missing_tensor": "one tensor missing", "nan": "every tensor NaN"},
     "diffusion_models": {"ootd_garm_missing_tensor.safetensors": "one UNet tensor missing", "ootd_garm_nan.safetensors": "every tensor NaN"},
 }
-TRYON_COPY = f"{BAD}/tryon_same_file_again.bin"  # the fixture TryonNet under a second name (a fresh load of the same weights)
+# the fixture TryonNet under two more names: each name used for the first time is a fresh load of the same weights
+TRYON_COPIES = (f"{BAD}/tryon_same_file_again.bin", f"{BAD}/tryon_same_file_once_more.bin")
 
 
 def damaged(folder: str, name: str) -> str:
@@ -201,9 +202,10 @@ def write_damaged_models(models: pathlib.Path, fixture_models_dir: pathlib.Path)
     garment_key = next(k for k in garment if k.endswith("attn2.to_v.weight"))
     save("idm_vton", "garment_missing_tensor.safetensors", {k: v for k, v in garment.items() if k != garment_key})
     save("idm_vton", "garment_nan.safetensors", {k: torch.full_like(v, float("nan")) for k, v in garment.items()})
-    copy = models / "idm_vton" / TRYON_COPY
-    if not copy.is_symlink():
-        copy.symlink_to(repo / "unet" / "diffusion_pytorch_model.bin")
+    for name in TRYON_COPIES:
+        copy = models / "idm_vton" / name
+        if not copy.is_symlink():
+            copy.symlink_to(repo / "unet" / "diffusion_pytorch_model.bin")
 
     pose = fixtures_openpose.fixture_state_dict()
     save("openpose", "missing_tensor.pth", {k: v for k, v in pose.items() if k != "Mconv4_stage3_L2.weight"})

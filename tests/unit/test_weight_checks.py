@@ -166,7 +166,7 @@ def test_an_ootd_style_call_without_a_source_still_refuses_a_missing_tensor(pack
     config = without_adm(unet_config_from_diffusers(weights, "x"))
     comfy_unet, _ = convert_unet_keys(weights, config, "x", ignored_prefixes=("add_embedding.",))
     comfy_unet.pop("out.2.weight")
-    with pytest.raises(input_error, match=r"^weights: the UNet weights is incomplete.*\(out\.2\.weight\)"):
+    with pytest.raises(input_error, match=r"^weights: this UNet file is incomplete.*\(out\.2\.weight\)"):
         build_model_patcher(GarmentNetConfig(config), comfy_unet)
 
 
@@ -259,3 +259,29 @@ def test_every_float_input_of_the_pack_is_checked_by_its_node(pack):
         assert set(floats) <= set(inspect.signature(node.validate_inputs).parameters), node.__name__
         for name in floats:
             assert f"{name}: nan is not a finite number" in node.validate_inputs(**{name: float("nan")}), (node.__name__, name)
+
+
+@pytest.mark.parametrize("part", ["unet", "unet_encoder"])
+def test_the_published_idm_vton_layouts_are_exactly_the_expected_sets(pack, checks, part):
+    """The real TryonNet (1871 tensors, IP-Adapter on all 70 cross-attentions) and GarmentNet (1676 + 4 stray
+    add_embedding tensors) key lists, as meta tensors: the check's expected set is exactly theirs, shape for shape."""
+    from comfyui_tryon.models.garment_net import STRAY_ADM_PREFIX, GarmentNetConfig
+    from comfyui_tryon.models.sdxl_unet import convert_unet_keys, unet_config_from_diffusers, without_adm
+    from comfyui_tryon.models.tryon_net import TryonNetConfig, split_tryon_state_dict
+    from tiny_models import LAYOUTS
+
+    rows = [line.split("\t") for line in (LAYOUTS / "idm_vton_hf_layout" / f"{part}.keys.tsv").read_text().splitlines() if line.strip()]
+    layout = {key: torch.empty(tuple(int(v) for v in shape.strip("()").split(",") if v.strip()), device="meta") for key, shape in rows}
+    if part == "unet":
+        config, comfy_unet, ip_layout, resampler, extra, _ = split_tryon_state_dict(layout, "tryon_net_name")
+        weights, model_config = {**comfy_unet, **extra}, TryonNetConfig(config, ip_layout, resampler)
+        assert len(layout) == 1871 and len(ip_layout) == 70
+    else:
+        config = without_adm(unet_config_from_diffusers(layout, "garment_net_name"))
+        weights, _ = convert_unet_keys(layout, config, "garment_net_name", ignored_prefixes=(STRAY_ADM_PREFIX,))
+        weights = {k: v for k, v in weights.items() if not k.startswith("label_emb.")}
+        model_config = GarmentNetConfig(config)
+        assert len(weights) == 1676
+    expected = checks.comfy_model_shapes(model_config, weights, source(checks))
+    assert set(expected) == set(weights)
+    assert all(tuple(expected[k]) == tuple(v.shape) for k, v in weights.items())
