@@ -213,8 +213,17 @@ def run(args: argparse.Namespace, events=None) -> Summary:
                 raise CatalogueError(info["error"])
             summary.workers = 1
             ready(info)
-            while (job := runnable.next_for(0)) is not None:
-                finish(job, worker.run(payload(job)))
+            # Ctrl+C is taken by our handler, not asyncio's (which ComfyUI's executor runs under and which would turn it into a
+            # cancelled node inside the job): the running job finishes and is recorded, then the run stops.
+            stop_requested = []
+            previous_handler = signal.signal(signal.SIGINT, lambda signum, frame: stop_requested.append(signum))
+            try:
+                while not stop_requested and (job := runnable.next_for(0)) is not None:
+                    finish(job, worker.run(payload(job)))
+            finally:
+                signal.signal(signal.SIGINT, previous_handler)
+            if stop_requested:
+                raise KeyboardInterrupt
         elif len(runnable):
             try:
                 import catalogue_ray
