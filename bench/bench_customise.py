@@ -23,12 +23,13 @@ import pathlib
 import statistics
 import subprocess
 import sys
-import threading
 import time
 
 HERE = pathlib.Path(__file__).resolve().parent
 REPO = HERE.parent
 sys.path[:0] = [str(REPO / "tests" / "support"), str(HERE)]
+
+from run_bench import PeakRSS  # noqa: E402  (the same RSS poller as the IDM-VTON benchmark)
 
 
 def parse_args(argv=None):
@@ -122,29 +123,6 @@ def time_steps(bench: Bench, checkpointing: bool) -> list[tuple[float, float]]:
 
     bench.train(checkpointing, on_step)
     return [(b[0] - a[0], b[1] - a[1]) for a, b in zip(marks[1:-1], marks[2:], strict=True)]
-
-
-class PeakRSS:
-    """Polls this process's RSS every 2 ms in a thread."""
-
-    def __enter__(self):
-        import psutil
-
-        self.process, self.peak, self.running = psutil.Process(), 0, True
-        self.baseline = self.process.memory_info().rss
-        self.thread = threading.Thread(target=self._poll, daemon=True)
-        self.thread.start()
-        return self
-
-    def _poll(self):
-        while self.running:
-            self.peak = max(self.peak, self.process.memory_info().rss)
-            time.sleep(0.002)
-
-    def __exit__(self, *exc):
-        self.running = False
-        self.thread.join()
-        self.peak = max(self.peak, self.process.memory_info().rss)
 
 
 def measure_memory(args) -> dict:
