@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
 
 import folder_paths
 
@@ -46,7 +47,32 @@ def unet_file_choices(prefer: str) -> list[str]:
         for n in folder_paths.get_filename_list("idm_vton")
         if os.path.splitext(n)[1].lower() in WEIGHT_EXTENSIONS and not any(p in n.replace(os.sep, "/") for p in NON_UNET_PARTS)
     ]
-    return sorted(names, key=lambda n: (prefer not in n.replace(os.sep, "/"), n))
+    return preferring(names, lambda name: prefer in name.replace(os.sep, "/"))
+
+
+def preferring(names: list[str], is_preferred: Callable[[str], bool]) -> list[str]:
+    """`names` sorted for a combo list: the preferred ones first (so the default is the likely file), each part by name."""
+    return sorted(names, key=lambda name: (not is_preferred(name), name))
+
+
+def file_identity(path: str) -> tuple[str, int, int]:
+    """(real path, size, mtime_ns): a file replaced under the same name gets another identity."""
+    real = os.path.realpath(path)
+    stat = os.stat(real)
+    return real, stat.st_size, stat.st_mtime_ns
+
+
+def files_fingerprint(*files: tuple[str, str | None], unset: str = "none") -> str:
+    """A node's `fingerprint_inputs` value for its chosen (folder, name) model files: it changes when a file is replaced
+    under the same name, so ComfyUI runs the node again instead of reusing its output. `unset` and missing files count
+    by name (the run itself reports a missing file)."""
+    parts = []
+    for folder, name in files:
+        try:
+            parts.append(repr(file_identity(resolve(folder, name, folder))) if name and name != unset else repr(name))
+        except (TryOnInputError, OSError):
+            parts.append(repr(name))
+    return ";".join(parts)
 
 
 def resolve(folder: str, name: str, input_name: str) -> str:

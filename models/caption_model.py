@@ -24,11 +24,11 @@ import folder_paths
 import torch
 
 from ..errors import TryOnInputError
-from ..model_folders import resolve
+from ..model_folders import file_identity, resolve
 from ..preprocess.garment_caption import image_to_pil, normalized, tag_features
 from ..preprocess.garment_taxonomy import Attribute
 from ..preprocess.images import check_resize
-from .managed_models import file_identity, managed_model
+from .managed_models import managed_model
 from .weight_checks import WeightsFile, check_state_dict, meta_module
 from .weights_io import first_line, read_state_dict
 

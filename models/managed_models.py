@@ -15,7 +15,6 @@ its list of loaded models; so the dropped patcher is kept alive by ComfyUI's own
 from __future__ import annotations
 
 import atexit
-import os
 import threading
 from collections.abc import Callable, Sequence
 
@@ -23,19 +22,14 @@ import comfy.model_management
 import comfy.model_patcher
 import comfy.patcher_extension
 
+from ..model_folders import file_identity
+
 CALLBACK_KEY = "comfyui_tryon_managed_models"
 KEEPALIVE_ATTRIBUTE = "_comfyui_tryon_unloaded_patcher"
 
 _entries: dict[tuple, comfy.model_patcher.ModelPatcher] = {}
 _released: list[comfy.model_patcher.ModelPatcher] = []  # fallback keep-alive, emptied at the next call
 _lock = threading.RLock()
-
-
-def file_identity(path: str) -> tuple[str, int, int]:
-    """(real path, size, mtime_ns): a file replaced under the same name gets another identity."""
-    real = os.path.realpath(path)
-    stat = os.stat(real)
-    return real, stat.st_size, stat.st_mtime_ns
 
 
 def managed_model(

@@ -5,7 +5,9 @@ from __future__ import annotations
 import folder_paths
 from comfy_api.latest import io
 
-from ..pipeline.densepose import densepose_images, model_fingerprint
+from ..model_folders import files_fingerprint
+from ..models.densepose_model import FOLDER
+from ..pipeline.densepose import densepose_images
 from ..preprocess.densepose import COLORMAPS, PERSON_CHOICES
 from .float_settings import validate_floats
 
@@ -70,7 +72,7 @@ class TryOnDensePose(io.ComfyNode):
 
     @classmethod
     def fingerprint_inputs(cls, densepose_model: str = "", **kwargs):
-        return model_fingerprint(densepose_model)
+        return files_fingerprint((FOLDER, densepose_model))
 
     @classmethod
     def execute(cls, image, densepose_model: str, detection_resolution: int, score_threshold: float, person: str, colormap: str) -> io.NodeOutput:

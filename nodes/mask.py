@@ -7,7 +7,8 @@ import os
 import folder_paths
 from comfy_api.latest import io
 
-from ..pipeline.agnostic_mask import make_agnostic_mask, models_fingerprint
+from ..model_folders import files_fingerprint, preferring
+from ..pipeline.agnostic_mask import make_agnostic_mask
 from ..preprocess.agnostic_mask import MODEL_TYPES
 from ..preprocess.labels import CATEGORIES, NONE
 from ..preprocess.mask_ops import MASK_COMBINE_MODES
@@ -16,7 +17,7 @@ PoseKeypoint = io.Custom("POSE_KEYPOINT")
 
 
 def _preferring(names: list[str], word: str) -> list[str]:
-    return sorted(names, key=lambda n: (word not in os.path.basename(n).lower(), n))
+    return preferring(names, lambda name: word in os.path.basename(name).lower())
 
 
 class TryOnAgnosticMask(io.ComfyNode):
@@ -93,7 +94,7 @@ class TryOnAgnosticMask(io.ComfyNode):
     @classmethod
     def fingerprint_inputs(cls, atr_model=None, lip_model=None, pose_model=None, **_) -> tuple:
         """Runs again when a chosen model file is replaced under the same name."""
-        return models_fingerprint(("humanparsing", atr_model), ("humanparsing", lip_model), ("openpose", pose_model))
+        return files_fingerprint(("humanparsing", atr_model), ("humanparsing", lip_model), ("openpose", pose_model))
 
     @classmethod
     def execute(

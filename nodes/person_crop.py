@@ -5,7 +5,7 @@ from __future__ import annotations
 import folder_paths
 from comfy_api.latest import io
 
-from ..pipeline.agnostic_mask import models_fingerprint
+from ..model_folders import files_fingerprint
 from ..pipeline.person_crop import crop_person, paste_person_back
 from ..preprocess.labels import NONE
 from ..preprocess.person_crop import PERSON_SOURCES
@@ -76,7 +76,7 @@ class TryOnPersonCrop(io.ComfyNode):
     @classmethod
     def fingerprint_inputs(cls, parsing_model=None, **_) -> tuple:
         """Runs again when the chosen parsing model file is replaced under the same name."""
-        return models_fingerprint(("humanparsing", parsing_model))
+        return files_fingerprint(("humanparsing", parsing_model))
 
     @classmethod
     def execute(cls, image, width: int, height: int, margin: float, person_source: str, mask=None, pose_keypoint=None, parsing_model=NONE) -> io.NodeOutput:

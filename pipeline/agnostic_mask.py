@@ -16,7 +16,6 @@ import torch
 from ..errors import TryOnInputError
 from ..model_folders import resolve
 from ..models.human_parsing import load_parsing_model, parse_person
-from ..models.managed_models import file_identity
 from ..models.openpose_body import detect_body_keypoints, load_body_pose_model
 from ..preprocess.agnostic_mask import agnostic_mask, check_options, colourise_labels, greyed_preview
 from ..preprocess.images import as_mask, as_rgb, common_batch, repeat_to_batch, resize_mask_nearest, to_uint8
@@ -76,18 +75,6 @@ def make_agnostic_mask(
     preview = torch.from_numpy(greyed_preview(images.cpu().numpy(), mask.cpu().numpy())).clamp(0, 1)
     parsing = torch.from_numpy(np.stack(parsings)).float() / 255.0
     return mask, preview, parsing
-
-
-def models_fingerprint(*files: tuple[str, str | None]) -> str:
-    """Changes when a chosen (folder, name) model file is replaced under the same name, so ComfyUI runs the node again
-    instead of reusing its output; `none` and missing files count by name (the run reports a missing file)."""
-    parts = []
-    for folder, name in files:
-        try:
-            parts.append(repr(file_identity(resolve(folder, name, folder))) if name and name != NONE else repr(name))
-        except (TryOnInputError, OSError):
-            parts.append(repr(name))
-    return ";".join(parts)
 
 
 def pose_source(pose_model: str, pose_keypoint, category: str) -> PoseSource:

@@ -12,10 +12,7 @@ import logging
 import comfy.model_management
 import torch
 
-from ..errors import TryOnInputError
-from ..model_folders import resolve
-from ..models.densepose_model import FOLDER, densepose_patcher, run_densepose
-from ..models.managed_models import file_identity
+from ..models.densepose_model import densepose_patcher, run_densepose
 from ..preprocess.densepose import COLORMAPS, PERSON_CHOICES, apply_score_threshold, detection_size, render_densepose, select_persons, to_detector_input
 from ..preprocess.images import as_rgb, check_resize
 from ..preprocess.labels import check_choice
@@ -49,11 +46,3 @@ def densepose_images(image: torch.Tensor, densepose_model: str, detection_resolu
             log.warning("Try-On DensePose: no person found in image %d of the batch; its DensePose image is black.", index)
         outputs.append(render_densepose(detections, fed_hw, (height, width), colormap))
     return torch.stack(outputs)
-
-
-def model_fingerprint(densepose_model: str) -> str:
-    """Changes when the chosen file is replaced under the same name, so ComfyUI runs the node again instead of reusing its output."""
-    try:
-        return repr(file_identity(resolve(FOLDER, densepose_model, "densepose_model")))
-    except (TryOnInputError, OSError):
-        return repr(densepose_model)  # the run itself reports the missing file

@@ -9,9 +9,8 @@ from __future__ import annotations
 import torch
 
 from ..errors import TryOnInputError
-from ..model_folders import resolve
+from ..model_folders import file_identity, resolve
 from ..models.caption_model import FOLDER, TAXONOMY_DIR, CaptionModel, listed_files, load_caption_model, model_fingerprint, model_folder_choices
-from ..models.managed_models import file_identity
 from ..preprocess.garment_caption import AttributeScores, Caption, caption_from_description, caption_from_scores, clean_description, zero_shot_probabilities
 from ..preprocess.garment_taxonomy import Attribute, Taxonomy, builtin_taxonomy, load_taxonomy
 from ..preprocess.images import as_rgb

@@ -101,8 +101,9 @@ class Builder:
         w.node("SaveImage", (x + 380, y), {"filename_prefix": prefix}, {"images": self.paste.out(0)}, width=420)
         w.node("PreviewImage", (x, y + 260), {}, {"images": self.decode.out(0)}, title="Try-on crop (before paste-back)")
 
-    def automatic_person_inputs(self, category: str, model_type: str, densepose_y: int = 700, preview: bool = True):
-        """Person photo -> Person Crop (found by the parsing model) -> Agnostic Mask + DensePose on the crop."""
+    def automatic_person_inputs(self, category: str, model_type: str, densepose_y: int = 700, preview: bool = True, densepose: bool = True):
+        """Person photo -> Person Crop (found by the parsing model) -> Agnostic Mask + DensePose on the crop (None
+        with `densepose` off: OOTDiffusion needs none)."""
         w = self.w
         person = w.node("LoadImage", (0, 0), {"image": "person.png"}, title="Person photo")
         crop = w.node(
@@ -127,8 +128,10 @@ class Builder:
         )
         if preview:
             w.node("PreviewImage", (400, 380), {}, {"images": mask.out("preview")}, title="Mask preview (grey = repainted)")
-        densepose = w.node("TryOnDensePose", (400, densepose_y), {"densepose_model": "densepose_r50_fpn_dl.torchscript"}, {"image": crop.out("image")})
-        return person, crop, mask, densepose
+        if not densepose:
+            return person, crop, mask, None
+        dense = w.node("TryOnDensePose", (400, densepose_y), {"densepose_model": "densepose_r50_fpn_dl.torchscript"}, {"image": crop.out("image")})
+        return person, crop, mask, dense
 
     def garment_and_prompts(self, garment_file: str, category: str, tryon_name: str = "IDM-VTON/unet/diffusion_pytorch_model.bin"):
         """Garment photo (fitted) -> caption -> the three prompts, plus the model loaders; returns the fitted garment."""
@@ -266,34 +269,6 @@ works with the apply node's outputs (then ComfyUI's own noise_mask repaint, see 
 There is no text prompt: OOTDiffusion's text tokens are fixed (hd) or the category word (dc)."""
 
 
-def ootd_person_inputs(b: Builder, category: str, model_type: str):
-    """Person photo -> Person Crop (found by the parsing model) -> Agnostic Mask on the crop (OOTDiffusion needs no DensePose)."""
-    w = b.w
-    person = w.node("LoadImage", (0, 0), {"image": "person.png"}, title="Person photo")
-    crop = w.node(
-        "TryOnPersonCrop",
-        (0, 360),
-        {"width": 768, "height": 1024, "margin": 0.1, "person_source": "auto", "parsing_model": "parsing_atr.onnx"},
-        {"image": person.out("IMAGE")},
-    )
-    mask = w.node(
-        "TryOnAgnosticMask",
-        (400, 0),
-        {
-            "atr_model": "parsing_atr.onnx",
-            "lip_model": "parsing_lip.onnx",
-            "pose_model": "body_pose_model.pth",
-            "category": category,
-            "model_type": model_type,
-            "grow": 0,
-            "feather": 0,
-        },
-        {"image": crop.out("image")},
-    )
-    w.node("PreviewImage", (400, 380), {}, {"images": mask.out("preview")}, title="Mask preview (grey = repainted)")
-    return person, crop, mask
-
-
 def ootd(
     object_info: dict, kind: str = "hd", category: str = "upper_body", garment_file: str = "garment.png", prefix: str = "ootd_hd_upper_body"
 ) -> UIWorkflow:
@@ -309,7 +284,7 @@ def ootd(
             "shows the legs. model_type 'dc' on both (DressCode arm width; the ootd_dc UNets).\n\n" + OOTD_DEFAULTS_NOTE
         )
     w.note(settings, (800, -330), (620, 300), "Settings")
-    person, crop, mask = ootd_person_inputs(b, category, kind)
+    person, crop, mask, _ = b.automatic_person_inputs(category, kind, densepose=False)
     garment = b.garment(800, 0, garment_file)
     unet = "ootd/ootd_{}/checkpoint-36000/unet_{}/diffusion_pytorch_model.safetensors"
     vton = w.node("OOTDiffusionUNetLoader", (1200, 0), {"unet_name": unet.format(kind, "vton")}, title="unet_vton")
