@@ -91,14 +91,16 @@ class ReferenceFeatureBank:
         base = self.inputs.model.model
         dtype = base.manual_cast_dtype or base.get_dtype()
         latent = self.inputs.latent.to(device=like.device, dtype=dtype)
-        context = expand_to_batch(self.inputs.context.to(device=like.device, dtype=dtype), latent.shape[0], "reference context")
+        own_context = self.inputs.context.to(device=like.device, dtype=dtype)
+        context = expand_to_batch(own_context, latent.shape[0], "reference context")
+        cond_batch = latent.shape[0]
         with_zero_latent = self.spec.uncond == UncondReference.FEATURES_OF_ZERO_LATENT
-        if with_zero_latent:  # one pass for both: [latent | one all-zero latent], same context
-            latent = torch.cat([latent, torch.zeros_like(latent[:1])])
-            context = torch.cat([context, context[:1]])
+        if with_zero_latent:  # one pass for both: [latent | all-zero latents], each zero latent with a pair's own context
+            # (one context: one zero latent serves every pair; B contexts, e.g. B garments: B zero latents)
+            latent = torch.cat([latent, latent.new_zeros(own_context.shape[0], *latent.shape[1:])])
+            context = torch.cat([context, own_context])
         t = torch.full((latent.shape[0],), timestep, device=like.device, dtype=torch.float32)
         captured = garment_features(base.diffusion_model, latent, t, context, list(self.spec.blocks), self.spec.capture)
-        cond_batch = latent.shape[0] - 1 if with_zero_latent else latent.shape[0]
         features = {}
         for key, tensor in captured.items():
             if self.spec.capture == CapturePoint.BLOCK_INPUT:  # normalised once here by the denoiser's own norm1

@@ -102,7 +102,7 @@ class ReferenceInputs:
     """What the reference UNet is run on: a ModelPatcher (loaded together with the denoiser), its latent and context.
 
     `latent` (1 or B, C, h, w) serves the cond chunks; with `UncondReference.FEATURES_OF_ZERO_LATENT` the uncond
-    chunks get the features of `zeros_like(latent)` with the same context. `context` is (1 or B, T, D).
+    chunks get the features of an all-zero latent with each pair's own context (one zero latent per context row). `context` is (1 or B, T, D).
     """
 
     model: object

@@ -112,6 +112,29 @@ def test_cfg_batch_eps_matches_the_reference(ootd, dc_case, order):
     assert (eps_cond - eps_uncond).abs().max().item() > 1e-3  # the halves really differ (garment vs zero-latent features)
 
 
+def test_each_pair_of_a_b_by_b_batch_gets_its_own_garment_features_in_both_halves(ootd):
+    """Two persons x two garments in one batch: each pair's cond and uncond eps equal the reference run on that pair
+    alone (the uncond half uses the zero latent with that pair's own garment tokens, as the original's [pe, pe])."""
+    _, comfy_models, reference = ootd
+    result = apply(comfy_models, "dc", "upper_body", persons=2, garments=2).result
+    assert result.context.shape[0] == 2 and (result.context[0] - result.context[1]).abs().max().item() > 1e-3
+    ms = result.model.model.model_sampling
+    timestep = 480
+    sigma = ms.sigmas[timestep].reshape(1)
+    x = torch.randn(result.latent["samples"].shape, generator=torch.Generator().manual_seed(11)) * sigma
+    with torch.no_grad():
+        ours_cond, ours_uncond = comfy_eps(result, x, sigma, (0, 1))
+        blocks = reference_ootd.install_fusion(reference.vton)
+        masked = result.positive[0][1]["concat_latent_image"]
+        for pair in range(2):
+            one = slice(pair, pair + 1)
+            features = reference_ootd.garment_features(reference.garm, result.garment_latent[one], result.context[one])
+            x_vp = x[one] / (1 + sigma**2).sqrt()
+            eps_cond, eps_uncond = reference_ootd.cfg_eps(reference.vton, blocks, x_vp, masked[one], result.context[one], features, torch.tensor(timestep))
+            assert (ours_cond[one] - eps_cond).abs().max().item() <= 1e-4, pair
+            assert (ours_uncond[one] - eps_uncond).abs().max().item() <= 1e-4, pair
+
+
 @pytest.mark.parametrize("mode", ["unipc", "ddim"])
 def test_four_step_runs_with_the_repaint_match_the_reference(ootd, dc_case, mode):
     import comfy.sample
