@@ -82,7 +82,7 @@ class IDMVTONCustomise(io.ComfyNode):
                     "gradient_checkpointing",
                     default=True,
                     tooltip="Recompute the decoder during backward instead of keeping its activations: less memory (at 1024x768 "
-                    "in bf16 about 14.5 GB instead of 20 GB in all), each step about 20-25% slower. Same gradients.",
+                    "in bf16 an estimated 14.5 GB instead of 20 GB in all), each step about 20-25% slower. Same gradients.",
                 ),
                 io.String.Input(
                     "lora_name",

@@ -54,10 +54,12 @@ from ..preprocess.tryon_inputs import LATENT_FACTOR, working_size
 
 LOSS_REGIONS = ("whole image", "mask")
 MIN_STEPS = 2
+MAX_NAME_PART_BYTES = 200  # of a file system's 255 per name; "_00001.safetensors" takes 18
 DEFAULT_LORA_NAME = "idm_vton_customised"
 LORA_DTYPE = torch.float16  # the file's dtype (the LoRA trains in fp32)
 CAPTURE_KEY = "idm_vton_customise_eps"
 NODE_NAME = "IDM-VTON Customise"
+TRAINING_STARTED = "%s: training a rank-%d LoRA on %d decoder layers for %d steps; step 1 loss %.4f"
 # Training memory beyond the weights at a 128x96 latent (1024x768) in 16-bit compute: decoder activations plus the
 # merged W + dW kept for backward, without / with checkpointing (arithmetic from the real layer shapes, README).
 ACTIVATION_BYTES_1024x768 = {False: 7.0e9, True: 1.3e9}
@@ -345,6 +347,8 @@ def train_decoder_lora(pair: TrainingPair, options: CustomiseOptions, on_step: C
                     optimizer.zero_grad(set_to_none=True)
                     history.append(loss)
                     progress.update(1)
+                    if step == 0:
+                        logging.info(TRAINING_STARTED, NODE_NAME, lora.rank, len(lora.layers), int(options.steps), loss)
                     if on_step is not None:
                         on_step(step, loss)
 
@@ -372,11 +376,32 @@ def check_lora_name(lora_name: str) -> str:
             f"lora_name: {lora_name!r} is not a usable file name. Use letters, digits, '-', '_' (and '/' for a subfolder of "
             "models/loras), e.g. 'idm_vton_customised'."
         )
+    too_long = [part for part in parts if len(part.encode("utf-8")) > MAX_NAME_PART_BYTES]
+    if too_long:
+        raise TryOnInputError(
+            f"lora_name: '{too_long[0][:40]}…' is {len(too_long[0].encode('utf-8'))} bytes long; file systems allow "
+            f"255 per name and the number added takes 18. Use a name (and each subfolder) of at most {MAX_NAME_PART_BYTES}."
+        )
     return os.path.join(*parts)
 
 
+def check_lora_folder(stem: str) -> str:
+    """The `loras` folder the LoRA will be written to, created and checked writable before training starts (a
+    failure after hundreds of steps would waste them)."""
+    folder = os.path.join(folder_paths.get_folder_paths("loras")[0], os.path.dirname(stem))
+    try:
+        os.makedirs(folder, exist_ok=True)
+    except OSError as error:
+        problem = f"lora_name: cannot create the folder {folder} ({error.strerror})."
+        raise TryOnInputError(f"{problem} Pick another subfolder, or fix the folder's permissions.") from error
+    if not os.access(folder, os.W_OK | os.X_OK):
+        raise TryOnInputError(f"lora_name: the folder {folder} is not writable. Fix its permissions, or pick another subfolder.")
+    return folder
+
+
 def model_fingerprint(model) -> str:
-    """sha256 of TryonNet's 13-channel input convolution: tells which TryonNet (IDM-VTON or -DC) a LoRA was trained on."""
+    """sha256 of TryonNet's 13-channel input convolution as loaded: tells which TryonNet (IDM-VTON or -DC) a LoRA was
+    trained on. It hashes the weights in the dtype they were loaded in, so fp32, fp16 and fp8 loads differ."""
     weight = model.model.diffusion_model.input_blocks[0][0].weight.detach().float().cpu().contiguous()
     return hashlib.sha256(weight.numpy().tobytes()).hexdigest()
 
@@ -400,20 +425,31 @@ def lora_metadata(pair: TrainingPair, options: CustomiseOptions, lora: DecoderLo
     }
 
 
+def _write_error(path: str, error: OSError) -> TryOnInputError:
+    return TryOnInputError(f"lora_name: writing {path} failed ({error.strerror or error}). Free disk space or fix the folder, then run again.")
+
+
 def save_lora(tensors: dict[str, torch.Tensor], metadata: dict[str, str], stem: str) -> tuple[str, str]:
     """Writes `<stem>_00001.safetensors` (the first free number) in the first `loras` folder; never overwrites.
 
     Returns (path, name as the `loras` list shows it)."""
     folder = folder_paths.get_folder_paths("loras")[0]
     data = safetensors.torch.save(tensors, metadata=metadata)
-    os.makedirs(os.path.dirname(os.path.join(folder, stem)) or folder, exist_ok=True)
+    check_lora_folder(stem)
     for counter in itertools.count(1):
         path = os.path.join(folder, f"{stem}_{counter:05}.safetensors")
         try:
-            with open(path, "xb") as file:  # "x": fails instead of overwriting, also against a concurrent writer
-                file.write(data)
+            file = open(path, "xb")  # "x": fails instead of overwriting, also against a concurrent writer
         except FileExistsError:
             continue
+        except OSError as error:
+            raise _write_error(path, error) from error
+        try:
+            with file:
+                file.write(data)
+        except OSError as error:  # e.g. the disk filled up: the partial file is ours (created above), so it goes
+            os.remove(path)
+            raise _write_error(path, error) from error
         return path, os.path.relpath(path, folder)
     raise AssertionError("unreachable")
 
@@ -450,6 +486,7 @@ def customise_idm_vton(
     """Everything the Customise node outputs; `on_step(step, loss)` is called after every step (tests, benchmarks)."""
     options = CustomiseOptions(steps, learning_rate, rank, target, loss_region, seed, gradient_checkpointing)
     stem = check_lora_name(lora_name)
+    check_lora_folder(stem)
     with torch.inference_mode(False):
         pair = prepare_pair(model, positive, vae, person_image, loss_region)
         lora, history = train_decoder_lora(pair, options, on_step)

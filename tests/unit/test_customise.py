@@ -328,7 +328,72 @@ def test_bad_inputs_name_the_input(fast_models, stock, lora_folder):
     assert error(steps=0).startswith("steps:") and error(steps=1).startswith("steps:")
     assert error(learning_rate=0.0).startswith("learning_rate:")
     assert error(target="encoder").startswith("target:")
-    assert error(lora_name="../outside").startswith("lora_name:")
+    for bad_name in ("../outside", "/absolute/path", "", "   ", "a//b", "sub/", ".safetensors", "x" * 201, "sub/" + "y" * 201):
+        assert error(lora_name=bad_name).startswith("lora_name:"), bad_name
     cached = apply(tryon, garment_model, stock, images, garment_feature_cache="first_step")
     assert "garment_feature_cache" in error(model=cached.model, positive=cached.positive)
     assert list(lora_folder.iterdir()) == []
+
+
+def test_an_unusable_lora_folder_is_refused_before_the_first_step(fast_models, stock, lora_folder):
+    from comfyui_tryon.errors import TryOnInputError
+    from comfyui_tryon.pipeline.idm_vton_customise import customise_idm_vton
+
+    tryon, garment_model = fast_models
+    images = pair_images()
+    prepared = apply(tryon, garment_model, stock, images)
+    (lora_folder / "taken").write_bytes(b"a user's file where the subfolder would go")
+    steps_run = []
+    with pytest.raises(TryOnInputError) as caught:
+        settings = {**FAST_TRAINING, "lora_name": "taken/customised", "on_step": lambda step, loss: steps_run.append(step)}
+        customise_idm_vton(prepared.model, prepared.positive, stock["vae"], images[0], **settings)
+    assert str(caught.value).startswith("lora_name:") and "taken" in str(caught.value)
+    assert steps_run == []  # refused before training, not after it
+    assert (lora_folder / "taken").read_bytes().startswith(b"a user's file")
+
+
+# --- the other settings ------------------------------------------------------------------------------------------------
+def test_mask_loss_region_weights_the_eps_error_by_the_try_on_mask(fast_models, stock):
+    from comfyui_tryon.pipeline.idm_vton_customise import eps_loss, prepare_pair
+
+    tryon, garment_model = fast_models
+    images = pair_images()
+    prepared = apply(tryon, garment_model, stock, images)
+    with torch.inference_mode(False):
+        pair = prepare_pair(prepared.model, prepared.positive, stock["vae"], images[0], "mask")
+        whole = prepare_pair(prepared.model, prepared.positive, stock["vae"], images[0], "whole image")
+    assert whole.weights is None
+    weights = pair.weights[0, 0]
+    height, width = weights.shape
+    assert set(weights.unique().tolist()) == {0.0, 1.0}
+    assert weights[height // 2, width // 2] == 1 and weights[0, 0] == 0 and weights[-1, -1] == 0  # the garment box of pair_images
+    generator = torch.Generator().manual_seed(5)
+    predicted, noise = torch.randn((2, 1, 4, height, width), generator=generator)
+    noise[..., weights == 0] += 100.0  # a large error outside the mask must not count
+    inside = ((predicted - noise) ** 2)[..., weights == 1].mean()
+    assert torch.allclose(eps_loss(predicted, noise, pair.weights), inside)
+    assert eps_loss(predicted, noise) > 100 * eps_loss(predicted, noise, pair.weights)
+
+
+def test_mask_region_and_attention_target_train_and_load_with_the_stock_loader(fast_models, stock, lora_folder, caplog):
+    import safetensors
+
+    import nodes
+
+    tryon, garment_model = fast_models
+    images = pair_images()
+    prepared = apply(tryon, garment_model, stock, images)
+    masked = customise(prepared, stock, images[0], steps=2, loss_region="mask", target="decoder attention layers", seed=5)
+    whole = customise(prepared, stock, images[0], steps=2, target="decoder attention layers", seed=5)
+    assert all(math.isfinite(v) for v in masked.loss_map["loss"])
+    assert masked.loss_map["loss"][0] != whole.loss_map["loss"][0]  # same timestep and noise, another weighting
+    with safetensors.safe_open(str(lora_folder / masked.lora_name), "pt") as file:
+        keys, metadata = list(file.keys()), file.metadata()
+    layers = {key.rsplit(".", 2)[0] if key.endswith(".weight") else key.rsplit(".", 1)[0] for key in keys}
+    assert layers and all(".attn1." in layer or ".attn2." in layer for layer in layers)
+    assert all(layer.rsplit(".", 1)[-1] in ("to_q", "to_k", "to_v") or layer.endswith("to_out.0") for layer in layers)
+    assert (metadata["target"], metadata["loss_region"]) == ("decoder attention layers", "mask")
+    with caplog.at_level(logging.WARNING):
+        (loaded,) = nodes.LoraLoaderModelOnly().load_lora_model_only(tryon, masked.lora_name, 1.0)
+    assert not [r for r in caplog.records if "lora key not loaded" in r.getMessage()]
+    assert len(loaded.patches) == len(layers)
