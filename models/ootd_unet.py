@@ -52,6 +52,11 @@ class OOTDVtonModel(comfy.model_base.SD15_instructpix2pix):
                 f"latent_image: size {tuple(noise.shape[-2:])} (latent) differs from the try-on inputs {tuple(image.shape[-2:])}. "
                 "Use the LATENT output of 'OOTDiffusion Apply'."
             )
+        if image.shape[0] not in (1, noise.shape[0]):
+            raise TryOnInputError(
+                f"latent_image: batch {noise.shape[0]}, but 'OOTDiffusion Apply' prepared {image.shape[0]} try-ons. Use its "
+                "LATENT output as it is (for more samples per pair, batch the person or garment images before the apply node)."
+            )
         return super().concat_cond(**kwargs)
 
 

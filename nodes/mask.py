@@ -32,7 +32,8 @@ class TryOnAgnosticMask(io.ComfyNode):
             description=(
                 "IDM-VTON's inpainting mask for a person photo, by its own rules: human parsing (SCHP ATR + LIP, ONNX) "
                 "and OpenPose arms decide what is repainted (the garment area, arms, neck) and what is kept (face, hands, "
-                "shoes, bag, the other garments). Outputs the mask, a greyed preview and the colourised parsing map."
+                "shoes, bag, the other garments). The same mask serves OOTDiffusion Apply (same rules, same model_type and category). "
+                "Outputs the mask, a greyed preview and the colourised parsing map."
             ),
             inputs=[
                 io.Image.Input("image", tooltip="The person photo (a batch is processed image by image)."),

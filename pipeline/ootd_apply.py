@@ -81,6 +81,12 @@ def check_models(vton_model, garment_model) -> None:
             f"garment_model: this UNet has {_in_channels(garment)} input channels (unet_vton?); the garment UNet is the "
             "4-channel unet_garm. Check that the two MODEL inputs are not swapped."
         )
+    vton_context, garment_context = (model.model.model_config.unet_config.get("context_dim") for model in (vton_model, garment_model))
+    if garment_context != vton_context:
+        raise TryOnInputError(
+            f"garment_model: its cross-attention takes {garment_context}-wide text tokens, unet_vton's {vton_context} "
+            "(another SD version?). Use unet_garm from the same OOTDiffusion checkpoint folder (ootd_hd or ootd_dc) as unet_vton."
+        )
     vton_widths, garment_widths = transformer_block_widths(vton), transformer_block_widths(garment)
     if garment_widths != vton_widths:
         raise TryOnInputError(

@@ -74,6 +74,11 @@ def ootd_sigmas(model, steps: int, schedule: str = "karras") -> torch.Tensor:
     if steps < 1:
         raise TryOnInputError("steps: must be at least 1.")
     model_sampling = model.get_model_object("model_sampling")
+    if schedule == "ddim" and steps >= len(model_sampling.sigmas):
+        raise TryOnInputError(
+            f"steps: the ddim schedule takes at most {len(model_sampling.sigmas) - 1} steps (its leading timesteps, shifted "
+            f"by 1 as the original's, would pass t={len(model_sampling.sigmas) - 1}). Use fewer steps or the karras schedule."
+        )
     return karras_sigmas(model_sampling, steps) if schedule == "karras" else ddim_sigmas(model_sampling, steps)
 
 

@@ -177,6 +177,25 @@ def test_clone_shares_the_bank(hd):
     case = apply(hd)
     clone = case.result.model.clone()
     assert ootd_bank(clone) is case.result.bank
+    assert hd.garm in clone.model_patches_models()  # unet_garm loads together with unet_vton
+
+
+def test_a_latent_of_another_batch_than_the_apply_nodes_is_a_clear_error(hd):
+    from comfyui_tryon.errors import TryOnInputError
+
+    import nodes
+
+    r = apply(hd, persons=2, garments=2).result
+    repeated = {"samples": r.latent["samples"].repeat(2, 1, 1, 1), "noise_mask": r.latent["noise_mask"].repeat(2, 1, 1, 1)}
+    with pytest.raises(TryOnInputError, match="latent_image: batch 4, but 'OOTDiffusion Apply' prepared 2 try-ons"):
+        nodes.common_ksampler(r.model, 0, 1, 2.0, "euler", "normal", r.positive, r.negative, repeated)
+    smaller = {"samples": r.latent["samples"][..., :-8, :]}
+    with pytest.raises(TryOnInputError, match="latent_image: size"):
+        nodes.common_ksampler(r.model, 0, 1, 2.0, "euler", "normal", r.positive, r.negative, smaller)
+    single = apply(hd).result  # one pair, four samples from a repeated latent: fine (the pair's inputs serve each)
+    four = {"samples": single.latent["samples"].repeat(4, 1, 1, 1), "noise_mask": single.latent["noise_mask"].repeat(4, 1, 1, 1)}
+    out = nodes.common_ksampler(single.model, 0, 1, 2.0, "euler", "normal", single.positive, single.negative, four)[0]["samples"]
+    assert out.shape[0] == 4 and torch.isfinite(out).all()
 
 
 def test_vton_without_the_apply_node_says_what_to_wire(hd):
@@ -193,8 +212,12 @@ def test_vton_without_the_apply_node_says_what_to_wire(hd):
 # Clear errors for wrong inputs
 # ----------------------------------------------------------------------------------------------
 def test_swapped_or_wrong_models_give_clear_errors(hd):
+    import fixtures_ootd
     from comfyui_tryon.errors import TryOnInputError
+    from comfyui_tryon.models.ootd_unet import build_ootd_unet
     from comfyui_tryon.pipeline.ootd_apply import apply_ootd
+    from diffusers import UNet2DConditionModel
+    from tiny_models import _randomize
 
     import nodes
 
@@ -209,6 +232,11 @@ def test_swapped_or_wrong_models_give_clear_errors(hd):
     for (vton, garm), message in cases:
         with pytest.raises(TryOnInputError, match=message):
             apply_ootd(vton, garm, hd.vae, hd.clip, hd.vision, person, mask, garment, "hd", "upper_body")
+    other_width = UNet2DConditionModel(**fixtures_ootd.unet_kwargs(4, cross_attention_dim=48))  # e.g. an SD2 UNet
+    _randomize(other_width, torch.Generator().manual_seed(0))
+    wide_garm = build_ootd_unet(dict(other_width.state_dict()))
+    with pytest.raises(TryOnInputError, match="garment_model: its cross-attention takes 48-wide text tokens, unet_vton's 32"):
+        apply_ootd(hd.vton, wide_garm, hd.vae, hd.clip, hd.vision, person, mask, garment, "hd", "upper_body")
     with pytest.raises(TryOnInputError, match="clip: this text encoder has the parts"):
         apply_ootd(hd.vton, hd.garm, hd.vae, sdxl_clip, hd.vision, person, mask, garment, "hd", "upper_body")
 

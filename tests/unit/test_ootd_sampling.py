@@ -153,3 +153,8 @@ def test_unknown_modes_and_schedules_are_clear_errors(model_sampling, pack):
     with pytest.raises(TryOnInputError, match="schedule"):
         ootd_sigmas(model, 20, "normal")
     assert ootd_sigmas(model, 20, "karras").shape == (21,)
+    with pytest.raises(TryOnInputError, match="steps: the ddim schedule takes at most 999 steps"):
+        ootd_sigmas(model, 1000, "ddim")  # t = 1000 would be past the model's table
+    longest = ootd_sigmas(model, 999, "ddim")
+    assert longest.shape == (1000,) and torch.isfinite(longest).all()
+    assert ootd_sigmas(model, 1000, "karras").shape == (1001,)
