@@ -37,6 +37,7 @@ def parse_args(argv=None):
     parser.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's)")
     parser.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
     parser.add_argument("--dtype", default="fp32", choices=["fp32", "fp16"])
+    parser.add_argument("--no-flops", action="store_true", help="skip counting each side's FLOPs (one more untimed run each)")
     return parser.parse_args(argv)
 
 
@@ -139,6 +140,21 @@ def timed(function, torch, device):
     return out, time.perf_counter() - wall, time.process_time() - cpu
 
 
+def count_flops(side) -> int:
+    """The floating-point operations of one run of `side`, counted by PyTorch's FlopCounterMode (matmuls, convolutions,
+    attention): the saving the two exact changes should give, independent of the machine."""
+    import torch
+    from torch.utils.flop_counter import FlopCounterMode, sdpa_flop_count
+
+    def cpu_attention(query_shape, key_shape, value_shape, *args, out_shape=None, **kwargs) -> int:
+        return sdpa_flop_count(query_shape, key_shape, value_shape)  # CPU SDPA's kernel has no formula of its own
+
+    mapping = {torch.ops.aten._scaled_dot_product_flash_attention_for_cpu: cpu_attention}
+    with FlopCounterMode(display=False, custom_mapping=mapping) as counter:
+        side()
+    return counter.get_total_flops()
+
+
 def main(argv=None) -> int:
     args = parse_args(argv)
     import torch
@@ -162,6 +178,10 @@ def main(argv=None) -> int:
     for name in sides:
         wall, cpu = statistics.median(t[0] for t in times[name]), statistics.median(t[1] for t in times[name])
         print(f"{name:<10} {wall:>12.3f} {wall / reference_wall:>7.2f} {cpu:>11.3f} {cpu / reference_cpu:>7.2f}")
+    if not args.no_flops:
+        flops = {name: count_flops(side) for name, side in sides.items()}
+        ratio = flops["ours"] / flops["reference"]
+        print(f"FLOPs per run (garment pass included): reference {flops['reference'] / 1e9:.1f} G, ours {flops['ours'] / 1e9:.1f} G, ratio {ratio:.2f}")
     difference = (results["ours"] - results["reference"]).abs().max().item()
     scale = results["reference"].abs().max().item()
     print(f"final latent: max |ours - reference| = {difference:.2e} (latent max {scale:.2f})")
