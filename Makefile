@@ -10,7 +10,7 @@ $(SETUP_STAMP): tools/setup_env.sh tools/cpu_torch_workarounds.py requirements.t
 setup: $(SETUP_STAMP)
 
 run: setup
-	$(VENV)/bin/python tools/run_example.py
+	$(VENV)/bin/python tools/run_example.py $(WORKFLOW)
 
 test: lint
 	$(VENV)/bin/pytest

@@ -1,5 +1,7 @@
 """`make run`: the bundled `idm_vton_upper_body` workflow on the bundled sample images, in a headless ComfyUI.
 
+`make run WORKFLOW=ootd_dc` (or `tools/run_example.py ootd_dc`) runs another workflow of `workflows/` instead.
+
 The UI-format workflow is converted to API format with the server's own `/object_info` (no second copy).
 Real weights are used when every model file the workflow names is in ComfyUI's model folders; otherwise a
 loud banner says so, the tiny random fixture weights stand in under the same names, and the output is
@@ -21,7 +23,8 @@ sys.path[:0] = [str(REPO / "tools"), str(REPO / "tests" / "support")]
 import comfy_host  # noqa: E402
 import workflow_api  # noqa: E402
 
-WORKFLOW = REPO / "workflows" / "idm_vton_upper_body.json"
+WORKFLOWS = REPO / "workflows"
+DEFAULT_WORKFLOW = "idm_vton_upper_body"
 OUTPUT = REPO / "output"
 SAMPLES = REPO / "samples"
 FIXTURE_CACHE = REPO / ".comfyui" / "fixtures"
@@ -76,8 +79,20 @@ def keep_outputs(folder: pathlib.Path, smoke: bool) -> list[pathlib.Path]:
     return written
 
 
-def main() -> int:
-    workflow = json.loads(WORKFLOW.read_text())
+def workflow_path(name: str) -> pathlib.Path:
+    """The shipped workflow `name` (with or without .json); an unknown name is an error listing the shipped ones."""
+    stem = pathlib.Path(name).name.removesuffix(".json")
+    path = WORKFLOWS / f"{stem}.json"
+    if not stem or not path.is_file():
+        shipped = ", ".join(sorted(p.stem for p in WORKFLOWS.glob("*.json")))
+        raise SystemExit(f"WORKFLOW={name!r} is not a workflow in {WORKFLOWS}; choose one of: {shipped}")
+    return path
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    path = workflow_path(argv[0] if argv and argv[0] else DEFAULT_WORKFLOW)
+    workflow = json.loads(path.read_text())
     root = pathlib.Path(tempfile.mkdtemp(prefix="tryon_run_"))
     server = start(root / "real", None, tiny=False)
     try:
@@ -92,7 +107,7 @@ def main() -> int:
         server.stop()
         banner(
             [
-                "NO REAL IDM-VTON WEIGHTS: these model files are not in " + str(comfy_host.COMFY_DIR / "models") + ":",
+                f"NO REAL WEIGHTS for {path.stem}: these model files are not in " + str(comfy_host.COMFY_DIR / "models") + ":",
                 *[f"  - {entry}" for entry in missing],
                 "Running with TINY RANDOM FIXTURE WEIGHTS under the same names: the image is a SMOKE TEST, not a try-on.",
                 "See README.md, 'Model set-up'.",
@@ -102,7 +117,7 @@ def main() -> int:
         server = start(root / "tiny", yaml, tiny=True)
         prompt = workflow_api.to_api(workflow, server.get_json("/object_info"))
     else:
-        print(f"Real weights found; running {WORKFLOW.name}")
+        print(f"Real weights found; running {path.name}")
     try:
         entry = server.run(prompt, timeout=3600)
         error = comfy_host.execution_error(entry)
