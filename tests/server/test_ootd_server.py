@@ -60,7 +60,7 @@ def ootd_graph(model_type: str = "dc", category: str = "lower_body", sampler: st
         "vton": {"class_type": "OOTDiffusionUNetLoader", "inputs": {"unet_name": fixtures_ootd.unet_name(model_type, "vton"), "weight_dtype": "default"}},
         "garm": {"class_type": "OOTDiffusionUNetLoader", "inputs": {"unet_name": fixtures_ootd.unet_name(model_type, "garm"), "weight_dtype": "default"}},
         "sd15": {"class_type": "CheckpointLoaderSimple", "inputs": {"ckpt_name": fixtures_ootd.SD15_CHECKPOINT}},
-        "vision": {"class_type": "CLIPVisionLoader", "inputs": {"clip_name": "tiny_clip_vision.safetensors"}},
+        "vision": {"class_type": "CLIPVisionLoader", "inputs": {"clip_name": fixtures_ootd.VISION_FILE}},
         "apply": {
             "class_type": "OOTDiffusionApply",
             "inputs": {

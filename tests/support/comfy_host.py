@@ -95,7 +95,7 @@ def register_tiny_models() -> None:
     import comfy.sdxl_clip
     import comfy.supported_models
     import comfy.supported_models_base
-    from tiny_models import CLIP_G_WIDTH, CLIP_L_WIDTH, PRESETS, VISION_LAYERS, tiny_clip_vision_json, tiny_text_config
+    from tiny_models import CLIP_G_WIDTH, CLIP_L_WIDTH, PRESETS, VISION_L_LAYERS, VISION_LAYERS, tiny_clip_vision_json, tiny_text_config
 
     class TinySDXLClipModel(comfy.sdxl_clip.SDXLClipModel):
         def __init__(self, device="cpu", dtype=None, model_options={}):
@@ -137,15 +137,20 @@ def register_tiny_models() -> None:
     comfy.supported_models.models[:0] = new_models
 
     stock_loader = comfy.clip_vision.load_clipvision_from_sd
-    config_path = tiny_clip_vision_json(pathlib.Path(os.environ.get("TMPDIR", "/tmp")) / f"tiny_clip_vision_{os.getpid()}.json")
+    temp = pathlib.Path(os.environ.get("TMPDIR", "/tmp"))
+    configs = {  # depth -> config: the ViT-H-shaped (gelu) and the ViT-L-shaped (quick_gelu) tiny encoders
+        VISION_LAYERS: tiny_clip_vision_json(temp / f"tiny_clip_vision_{os.getpid()}.json"),
+        VISION_L_LAYERS: tiny_clip_vision_json(temp / f"tiny_clip_vision_l_{os.getpid()}.json", "quick_gelu", VISION_L_LAYERS),
+    }
 
     def load_clipvision_from_sd(sd, prefix="", convert_keys=False):
-        last = f"vision_model.encoder.layers.{VISION_LAYERS - 1}.layer_norm1.weight"
-        beyond = f"vision_model.encoder.layers.{VISION_LAYERS}.layer_norm1.weight"
-        if last in sd and beyond not in sd:
-            clip = comfy.clip_vision.ClipVisionModel(str(config_path))
-            clip.load_sd(sd)
-            return clip
+        for layers, config_path in configs.items():
+            last = f"vision_model.encoder.layers.{layers - 1}.layer_norm1.weight"
+            beyond = f"vision_model.encoder.layers.{layers}.layer_norm1.weight"
+            if last in sd and beyond not in sd:
+                clip = comfy.clip_vision.ClipVisionModel(str(config_path))
+                clip.load_sd(sd)
+                return clip
         return stock_loader(sd, prefix, convert_keys)
 
     comfy.clip_vision.load_clipvision_from_sd = load_clipvision_from_sd
@@ -248,6 +253,8 @@ def add_real_name_aliases(models: pathlib.Path) -> None:
     """Symlinks under the real file names, so the shipped workflows run unchanged on the tiny fixtures."""
     for alias, target in REAL_NAME_ALIASES.items():
         link, source = models / alias, models / target
+        if link.is_symlink() and source.exists() and link.resolve() != source.resolve():
+            link.unlink()  # a cache from before the alias changed
         if source.exists() and not link.exists() and not link.is_symlink():
             link.parent.mkdir(parents=True, exist_ok=True)
             link.symlink_to(source.resolve(), target_is_directory=source.is_dir())

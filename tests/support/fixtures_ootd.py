@@ -8,8 +8,8 @@
 - A tiny SD1.5 checkpoint (single-file format: its UNet is unet_garm, a tiny CLIP-L-shaped text encoder with the real
   vocabulary, a full-size random VAE) for ComfyUI's stock CheckpointLoaderSimple, once `register_tiny_models` taught
   ComfyUI the tiny sizes (test-only).
-- The CLIP vision model is the pack's existing tiny one (tiny_models.build_image_encoder): ViT-shaped, with a projection
-  of TEXT_WIDTH, the width the tiny UNets' cross-attention expects (as ViT-L/14's 768 for SD1.5).
+- The CLIP vision model is the tiny ViT-L/14-shaped one (tiny_models.build_image_encoder_l: quick_gelu, 224 px, patch
+  14), with a projection of TEXT_WIDTH, the width the tiny UNets' cross-attention expects (as ViT-L/14's 768 for SD1.5).
 Generated in seconds; nothing is committed.
 """
 
@@ -30,6 +30,7 @@ CHECKPOINT_STEP = "checkpoint-36000"
 KINDS = ("hd", "dc")
 VAE_SCALING = 0.18215
 SD15_CHECKPOINT = "tiny_sd15.safetensors"
+VISION_FILE = "tiny_clip_vision_l.safetensors"  # ViT-L/14-shaped (tiny_models.build_image_encoder_l)
 SEEDS = {("hd", "vton"): 41, ("hd", "garm"): 42, ("dc", "vton"): 43, ("dc", "garm"): 44}
 
 
@@ -247,31 +248,33 @@ def _sd15_unet_config(diffusers_sd: dict) -> dict:
 # The names the OOTDiffusion workflows use (the real files) -> the tiny fixtures standing in for them (under models/).
 REAL_NAME_ALIASES = {
     "checkpoints/v1-5-pruned-emaonly.safetensors": f"checkpoints/{SD15_CHECKPOINT}",
-    "clip_vision/clip-vit-large-patch14.safetensors": "clip_vision/tiny_clip_vision.safetensors",
+    "clip_vision/clip-vit-large-patch14.safetensors": "clip_vision/" + VISION_FILE,
 }
 FOLDERS = ("checkpoints", "clip_vision", "diffusion_models")  # the ComfyUI model folders the fixtures use
 
 
 def write(models: pathlib.Path) -> None:
     """Writes the OOTDiffusion fixtures under `models/`: both UNets of hd and dc in diffusion_models/ (official layout),
-    the tiny SD1.5 checkpoint in checkpoints/, the tiny CLIP vision in clip_vision/ (if missing), and the real-name
+    the tiny SD1.5 checkpoint in checkpoints/, the tiny ViT-L-shaped CLIP vision in clip_vision/, and the real-name
     aliases. Existing files are kept."""
     import shutil
 
-    from tiny_models import build_image_encoder
+    from tiny_models import build_image_encoder_l
 
     write_unets(models / "diffusion_models")
     checkpoint = models / "checkpoints" / SD15_CHECKPOINT
     if not checkpoint.exists():
         write_sd15_checkpoint(checkpoint, unet_folder(models / "diffusion_models", "hd", "garm"))
-    vision = models / "clip_vision" / "tiny_clip_vision.safetensors"
+    vision = models / "clip_vision" / VISION_FILE
     if not vision.exists():
         vision.parent.mkdir(parents=True, exist_ok=True)
         staging = models.parent / "ootd_image_encoder"
-        build_image_encoder().save_pretrained(staging)
+        build_image_encoder_l().save_pretrained(staging)
         shutil.copy(staging / "model.safetensors", vision)
     for alias, target in REAL_NAME_ALIASES.items():
         link, source = models / alias, models / target
+        if link.is_symlink() and source.exists() and link.resolve() != source.resolve():
+            link.unlink()  # a cache from before the alias changed
         if source.exists() and not link.exists() and not link.is_symlink():
             link.parent.mkdir(parents=True, exist_ok=True)
             link.symlink_to(source.resolve())

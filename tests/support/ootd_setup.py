@@ -35,19 +35,19 @@ def load_comfy_models(models: pathlib.Path, kind: str = "hd"):
     vton = load_ootd_unet(unet_path(models, kind, "vton"))
     garm = load_ootd_unet(unet_path(models, kind, "garm"))
     _, clip, vae = comfy.sd.load_checkpoint_guess_config(str(models / "checkpoints" / fixtures_ootd.SD15_CHECKPOINT))[:3]
-    vision = comfy.clip_vision.load(str(models / "clip_vision" / "tiny_clip_vision.safetensors"))
+    vision = comfy.clip_vision.load(str(models / "clip_vision" / fixtures_ootd.VISION_FILE))
     return types.SimpleNamespace(vton=vton, garm=garm, clip=clip, vae=vae, vision=vision)
 
 
 def load_reference_models(models: pathlib.Path, kind: str = "hd"):
     """The same weights in diffusers / transformers: unet_vton, unet_garm, the text encoder, the CLIP vision encoder."""
-    from tiny_models import build_image_encoder
+    from tiny_models import build_image_encoder_l
 
     return types.SimpleNamespace(
         vton=fixtures_ootd.load_unet(models / "diffusion_models", kind, "vton"),
         garm=fixtures_ootd.load_unet(models / "diffusion_models", kind, "garm"),
         text=fixtures_ootd.load_text_encoder(models / "checkpoints" / fixtures_ootd.SD15_CHECKPOINT),
-        vision=build_image_encoder(),  # the weights of the tiny CLIP vision file (deterministic)
+        vision=build_image_encoder_l(),  # the weights of the tiny ViT-L-shaped CLIP vision file (deterministic)
     )
 
 

@@ -25,6 +25,7 @@ CLIP_L_WIDTH, CLIP_G_WIDTH, POOLED_DIM = 32, 32, 32
 CONTEXT_DIM = CLIP_L_WIDTH + CLIP_G_WIDTH
 ADM_DIM = POOLED_DIM + 6 * 256
 VISION_WIDTH, VISION_LAYERS = 64, 3
+VISION_L_LAYERS = VISION_LAYERS + 1  # the ViT-L/14-shaped stand-in (quick_gelu, OOTDiffusion's), told apart by its depth
 VAE_SCALING = 0.13025
 
 
@@ -119,18 +120,19 @@ def build_tryon_unet(preset: Preset, seed: int = 2):
     return unet.eval()
 
 
-def build_image_encoder(seed: int = 3):
+def build_image_encoder(seed: int = 3, hidden_act: str = "gelu", layers: int = VISION_LAYERS):
+    """The tiny CLIP vision encoder: ViT-H/14-shaped by default (gelu, IDM-VTON's); see build_image_encoder_l."""
     from transformers import CLIPVisionConfig, CLIPVisionModelWithProjection
 
     config = CLIPVisionConfig(
         hidden_size=VISION_WIDTH,
         intermediate_size=128,
-        num_hidden_layers=VISION_LAYERS,
+        num_hidden_layers=layers,
         num_attention_heads=2,
         image_size=224,
         patch_size=14,
         projection_dim=32,
-        hidden_act="gelu",
+        hidden_act=hidden_act,
     )
     model = CLIPVisionModelWithProjection(config)
     _randomize(model, torch.Generator().manual_seed(seed))
@@ -180,14 +182,20 @@ def load_reference_unets(repo: pathlib.Path, preset: Preset):
     return tryon.eval(), garment.eval()
 
 
-def tiny_clip_vision_json(path: pathlib.Path) -> pathlib.Path:
-    """ComfyUI ClipVisionModel config matching build_image_encoder()."""
+def build_image_encoder_l(seed: int = 4):
+    """The tiny CLIP ViT-L/14-shaped encoder (OOTDiffusion's): quick_gelu as ViT-L/14, 224 px, patch 14, projection to
+    the tiny SD1.5's text width (as ViT-L/14's 768 for SD1.5)."""
+    return build_image_encoder(seed, "quick_gelu", VISION_L_LAYERS)
+
+
+def tiny_clip_vision_json(path: pathlib.Path, hidden_act: str = "gelu", layers: int = VISION_LAYERS) -> pathlib.Path:
+    """ComfyUI ClipVisionModel config matching build_image_encoder(hidden_act=, layers=)."""
     path.write_text(
         json.dumps(
             {
                 "attention_dropout": 0.0,
                 "dropout": 0.0,
-                "hidden_act": "gelu",
+                "hidden_act": hidden_act,
                 "hidden_size": VISION_WIDTH,
                 "image_size": 224,
                 "initializer_factor": 1.0,
@@ -197,7 +205,7 @@ def tiny_clip_vision_json(path: pathlib.Path) -> pathlib.Path:
                 "model_type": "clip_vision_model",
                 "num_attention_heads": 2,
                 "num_channels": 3,
-                "num_hidden_layers": VISION_LAYERS,
+                "num_hidden_layers": layers,
                 "patch_size": 14,
                 "projection_dim": 32,
                 "torch_dtype": "float32",
