@@ -29,6 +29,12 @@ OUTPUT = REPO / "output"
 SAMPLES = REPO / "samples"
 FIXTURE_CACHE = REPO / ".comfyui" / "fixtures"
 SMOKE_PREFIX = "SMOKE_TEST_tiny_random_weights"
+# Smoke runs of workflows with these nodes go at a smaller try-on size: on 2 CPU cores their tiny stand-ins take over
+# 25 minutes at 768x1024 (OOTDiffusion's SD1.5 UNets attend at the full latent resolution, 12,288 tokens; Customise
+# trains 100 steps). The output is noise from random weights either way.
+SMOKE_SLOW_NODES = ("OOTDiffusionApply", "IDMVTONCustomise")
+SMOKE_SIZE = {"width": 384, "height": 512}
+SIZED_NODES = ("TryOnPersonCrop", "TryOnFitImage")
 
 
 def missing_models(prompt: dict, object_info: dict) -> list[str]:
@@ -38,13 +44,23 @@ def missing_models(prompt: dict, object_info: dict) -> list[str]:
         definition = object_info.get(node["class_type"], {})
         specs = {**definition.get("input", {}).get("required", {}), **definition.get("input", {}).get("optional", {})}
         for name, value in node["inputs"].items():
-            spec = specs.get(name)
-            if node["class_type"] == "LoadImage" or not spec or not isinstance(spec[0], list) or not isinstance(value, str):
+            choices = workflow_api.combo_options(specs.get(name))
+            if node["class_type"] == "LoadImage" or choices is None or not isinstance(value, str):
                 continue
             looks_like_file = "." in value or "/" in value or name.endswith(("_name", "_model"))
-            if looks_like_file and value not in spec[0] and value != "none":
+            if looks_like_file and value not in choices and value != "none":
                 missing.append(f"{node['class_type']}.{name} = {value}")
     return missing
+
+
+def smoke_sized(prompt: dict) -> bool:
+    """Lowers the try-on size to SMOKE_SIZE in a prompt with a SMOKE_SLOW_NODES node; whether it did."""
+    if not any(node["class_type"] in SMOKE_SLOW_NODES for node in prompt.values()):
+        return False
+    for node in prompt.values():
+        if node["class_type"] in SIZED_NODES:
+            node["inputs"].update(SMOKE_SIZE)
+    return True
 
 
 def banner(lines: list[str]) -> None:
@@ -116,6 +132,8 @@ def main(argv: list[str] | None = None) -> int:
         yaml = comfy_host.write_fixture_models(FIXTURE_CACHE, ("fast",))
         server = start(root / "tiny", yaml, tiny=True)
         prompt = workflow_api.to_api(workflow, server.get_json("/object_info"))
+        if smoke_sized(prompt):
+            print(f"Smoke test of {path.stem} at {SMOKE_SIZE['width']}x{SMOKE_SIZE['height']} (tiny stand-ins at 768x1024 take over 25 minutes on a CPU)")
     else:
         print(f"Real weights found; running {path.name}")
     try:

@@ -31,6 +31,18 @@ def is_widget(spec: list) -> bool:
     return isinstance(kind, list) or kind in WIDGET_TYPES
 
 
+def combo_options(spec: list) -> list | None:
+    """The choices of a combo input spec from /object_info, in either form: classic nodes' `[[choices], {...}]` or
+    V3 nodes' `["COMBO", {"options": [choices]}]`; None for any other input."""
+    if not spec:
+        return None
+    if isinstance(spec[0], list):
+        return spec[0]
+    if spec[0] == "COMBO" and len(spec) > 1 and isinstance(spec[1], dict):
+        return list(spec[1].get("options", []))
+    return None
+
+
 def extra_widget_values(spec: list) -> int:
     """How many frontend-only values follow this widget's value in `widgets_values`."""
     options = spec[1] if len(spec) > 1 and isinstance(spec[1], dict) else {}
