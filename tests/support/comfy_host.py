@@ -166,25 +166,23 @@ def torch_module_init(module) -> None:
 # ----------------------------------------------------------------------------------------------
 # Fixture model folders
 # ----------------------------------------------------------------------------------------------
-def write_tiny_sdxl_checkpoint(path: pathlib.Path, preset_name: str, garment_unet) -> None:
-    """A tiny SDXL checkpoint in the single-file format (model.diffusion_model / conditioner / first_stage_model)."""
+def write_single_file_checkpoint(
+    path: pathlib.Path, model_config, unet_config: dict, diffusers_sd: dict, clip_seed: int, vae_sample_size: int, vae_scaling: float
+) -> None:
+    """A checkpoint in ComfyUI's single-file format: the diffusers UNet `diffusers_sd` under model.diffusion_model
+    (renamed through `unet_config`), `model_config`'s text encoder(s) randomised from `clip_seed`, and a full-size
+    random VAE (fp16) under first_stage_model."""
     import comfy.diffusers_convert
-    import comfy.supported_models
     import comfy.utils
     import safetensors.torch
     import torch
     from diffusers import AutoencoderKL
     from tiny_models import _randomize
 
-    register_tiny_models()
-    config_class = next(m for m in comfy.supported_models.models if m.__name__ == f"TinySDXL_{preset_name}")
-    model_config = config_class(config_class.unet_config)
-    unet_config_from_diffusers = import_pack().models.sdxl_unet.unet_config_from_diffusers
-    diffusers_sd = garment_unet.state_dict()
-    key_map = comfy.utils.unet_to_diffusers(unet_config_from_diffusers(diffusers_sd, "fixture"))
+    key_map = comfy.utils.unet_to_diffusers(unet_config)
     checkpoint = {"model.diffusion_model." + key_map[k]: v for k, v in diffusers_sd.items() if k in key_map}
     clip = model_config.clip_target().clip(dtype=torch.float32)
-    _randomize(clip, torch.Generator().manual_seed(5))
+    _randomize(clip, torch.Generator().manual_seed(clip_seed))
     clip_sd = {k: v for k, v in clip.state_dict().items() if "position_ids" not in k}
     checkpoint.update(model_config.process_clip_state_dict_for_saving(clip_sd))
     vae = AutoencoderKL(
@@ -195,13 +193,26 @@ def write_tiny_sdxl_checkpoint(path: pathlib.Path, preset_name: str, garment_une
         block_out_channels=[128, 256, 512, 512],
         layers_per_block=2,
         latent_channels=4,
-        sample_size=1024,
-        scaling_factor=0.13025,
+        sample_size=vae_sample_size,
+        scaling_factor=vae_scaling,
     )
     vae_sd = comfy.diffusers_convert.convert_vae_state_dict(vae.state_dict())
     checkpoint.update({"first_stage_model." + k: v.half() for k, v in vae_sd.items()})
     path.parent.mkdir(parents=True, exist_ok=True)
     safetensors.torch.save_file({k: v.contiguous() for k, v in checkpoint.items()}, str(path))
+
+
+def write_tiny_sdxl_checkpoint(path: pathlib.Path, preset_name: str, garment_unet) -> None:
+    """A tiny SDXL checkpoint in the single-file format (model.diffusion_model / conditioner / first_stage_model)."""
+    import comfy.supported_models
+
+    register_tiny_models()
+    config_class = next(m for m in comfy.supported_models.models if m.__name__ == f"TinySDXL_{preset_name}")
+    model_config = config_class(config_class.unet_config)
+    unet_config_from_diffusers = import_pack().models.sdxl_unet.unet_config_from_diffusers
+    diffusers_sd = garment_unet.state_dict()
+    unet_config = unet_config_from_diffusers(diffusers_sd, "fixture")
+    write_single_file_checkpoint(path, model_config, unet_config, diffusers_sd, clip_seed=5, vae_sample_size=1024, vae_scaling=0.13025)
 
 
 def write_fixture_models(root: pathlib.Path, presets: tuple[str, ...] = ("fast",)) -> pathlib.Path:

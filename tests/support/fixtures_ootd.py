@@ -187,35 +187,13 @@ def register_tiny_models() -> None:
 
 def write_sd15_checkpoint(path: pathlib.Path, garment_unet_folder: pathlib.Path) -> None:
     """A tiny SD1.5 checkpoint in the single-file format (model.diffusion_model / cond_stage_model / first_stage_model)."""
-    import comfy.diffusers_convert
     import comfy.supported_models
-    import comfy.utils
-    from diffusers import AutoencoderKL
+    from comfy_host import write_single_file_checkpoint
 
     register_tiny_models()
     diffusers_sd = safetensors.torch.load_file(str(garment_unet_folder / "diffusion_pytorch_model.safetensors"))
     model_config = next(m for m in comfy.supported_models.models if m.__name__ == "TinySD15")(tiny_sd15_unet_config(4))
-    key_map = comfy.utils.unet_to_diffusers(_sd15_unet_config(diffusers_sd))
-    checkpoint = {"model.diffusion_model." + key_map[k]: v for k, v in diffusers_sd.items() if k in key_map}
-    clip = model_config.clip_target().clip(dtype=torch.float32)
-    _randomize(clip, torch.Generator().manual_seed(45))
-    clip_sd = {k: v for k, v in clip.state_dict().items() if "position_ids" not in k}
-    checkpoint.update(model_config.process_clip_state_dict_for_saving(clip_sd))
-    vae = AutoencoderKL(
-        in_channels=3,
-        out_channels=3,
-        down_block_types=["DownEncoderBlock2D"] * 4,
-        up_block_types=["UpDecoderBlock2D"] * 4,
-        block_out_channels=[128, 256, 512, 512],
-        layers_per_block=2,
-        latent_channels=4,
-        sample_size=512,
-        scaling_factor=VAE_SCALING,
-    )
-    vae_sd = comfy.diffusers_convert.convert_vae_state_dict(vae.state_dict())
-    checkpoint.update({"first_stage_model." + k: v.half() for k, v in vae_sd.items()})
-    path.parent.mkdir(parents=True, exist_ok=True)
-    safetensors.torch.save_file({k: v.contiguous() for k, v in checkpoint.items()}, str(path))
+    write_single_file_checkpoint(path, model_config, _sd15_unet_config(diffusers_sd), diffusers_sd, clip_seed=45, vae_sample_size=512, vae_scaling=VAE_SCALING)
 
 
 def _sd15_unet_config(diffusers_sd: dict) -> dict:
