@@ -116,7 +116,6 @@ class Progress:
     def __init__(self, total: int, enabled: bool):
         self.total, self.enabled = total, enabled and total > 0
         self.started = time.monotonic()
-        self.first: float | None = None
         self.done = self.failed = 0
         self.last_print = 0.0
         self.tty = sys.stderr.isatty()
@@ -125,7 +124,6 @@ class Progress:
         self.done += status == "done"
         self.failed += status != "done"
         now = time.monotonic()
-        self.first = self.first or now
         finished = self.done + self.failed
         if self.enabled and (self.tty or finished == self.total or now - self.last_print > 10):
             self.last_print = now

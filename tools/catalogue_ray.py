@@ -17,7 +17,7 @@ import ray
 from catalogue_jobs import GarmentQueues
 from catalogue_worker import TOOLS, Worker, WorkerSettings
 
-PROBE_TIMEOUT = 1800.0  # seconds a restarted worker may take to answer after a crash (model loading)
+STARTUP_TIMEOUT = 1800.0  # seconds to wait for the first worker to start (model loading) before giving up
 
 
 def connect(address: str | None, verbose: bool) -> bool:
@@ -59,7 +59,7 @@ class RayPool:
         self.ready: dict[int, dict] = {}
         self.errors: dict[int, str] = {}
 
-    def run(self, queues: GarmentQueues, payload, finish, on_ready=None, startup_timeout: float = 1800.0) -> None:
+    def run(self, queues: GarmentQueues, payload, finish, on_ready=None) -> None:
         running: dict = {}  # ref -> (worker index, job)
         probes: dict = {}  # ref of a describe() after a crash -> (worker index, job, error text)
         started = time.monotonic()
@@ -84,8 +84,8 @@ class RayPool:
             if not waiting:
                 break
             done, _ = ray.wait(waiting, num_returns=1, timeout=0.5)
-            if not self.ready and not running and not probes and time.monotonic() - started > startup_timeout:
-                raise TimeoutError(f"no worker started in {startup_timeout:.0f} s: the cluster has {ray.cluster_resources()}")
+            if not self.ready and not running and not probes and time.monotonic() - started > STARTUP_TIMEOUT:
+                raise TimeoutError(f"no worker started in {STARTUP_TIMEOUT:.0f} s: the cluster has {ray.cluster_resources()}")
             for ref in done:
                 if ref in self.describe_refs:
                     index = self.describe_refs.pop(ref)
@@ -117,7 +117,7 @@ class RayPool:
                 else:
                     index, job, text = probes.pop(ref)
                     try:
-                        info = ray.get(ref, timeout=PROBE_TIMEOUT)
+                        info = ray.get(ref)  # done: ray.wait returned it
                     except ray.exceptions.RayError as error:
                         info = {"error": worker_error_text(error)}
                     if info.get("error"):

@@ -17,8 +17,8 @@ import json
 import pathlib
 from dataclasses import dataclass
 
-FRONTEND_ONLY = {"Note", "MarkdownNote", "Reroute", "PrimitiveNode"}
-MODE_MUTED, MODE_BYPASSED = 2, 4
+from workflow_api import FRONTEND_ONLY, MODE_BYPASSED, MODE_MUTED
+
 ROLES = ("person", "garment", "category", "description", "seed")
 REQUIRED_ROLES = ("person", "garment")
 IMAGE_ROLES = ("person", "garment")
@@ -37,6 +37,7 @@ DEFAULT_TARGETS: dict[str, tuple[tuple[str, str, str | None], ...]] = {
         ("RandomNoise", "noise_seed", None),
     ),
 }
+SEED_INPUTS = {node_type: input_name for node_type, input_name, _ in DEFAULT_TARGETS["seed"]}  # e.g. SamplerCustom -> noise_seed
 # the input a role's node spec means when it names no input
 DEFAULT_INPUT = {"person": "image", "garment": "image", "category": "category", "description": "description", "seed": "seed"}
 OUTPUT_TYPES = ("SaveImage",)
@@ -128,8 +129,8 @@ def role_targets(workflow: dict, specs: dict[str, list[str]] | None = None) -> d
                 matched, input_name = parse_node_spec(nodes, spec, DEFAULT_INPUT[role])
                 for node in matched:
                     name = input_name
-                    if role == "seed" and input_name == "seed" and node.type in ("KSamplerAdvanced", "SamplerCustom", "RandomNoise"):
-                        name = "noise_seed"
+                    if role == "seed" and input_name == "seed":
+                        name = SEED_INPUTS.get(node.type, input_name)
                     found.append((node.id, name))
         else:
             for node_type, input_name, title_word in DEFAULT_TARGETS[role]:

@@ -21,9 +21,7 @@ SCENE = "ootd_scene.png"
 @pytest.fixture(scope="module")
 def ootd_server(fixture_models, tmp_path_factory):
     """A server whose model paths hold the pack's fixtures (parsing, pose...) and the OOTDiffusion ones."""
-    root = tmp_path_factory.mktemp("ootd_server")
-    yaml = fixtures_ootd.write_extra_model_paths(root, also=fixture_models)
-    host = comfy_host.ComfyServer(root / "work", yaml)
+    host = comfy_host.ComfyServer(tmp_path_factory.mktemp("ootd_server") / "work", fixture_models)
     try:
         host.wait_ready()
         for sample in (REPO / "samples").glob("*.png"):

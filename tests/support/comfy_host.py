@@ -86,7 +86,7 @@ _REGISTERED = False
 
 
 def register_tiny_models() -> None:
-    """Lets ComfyUI's stock loaders accept the tiny fixtures (checkpoint, CLIP vision)."""
+    """Lets ComfyUI's stock loaders accept the tiny fixtures (SDXL and SD1.5 checkpoints, UNets, CLIP vision)."""
     global _REGISTERED
     if _REGISTERED:
         return
@@ -154,6 +154,9 @@ def register_tiny_models() -> None:
         return stock_loader(sd, prefix, convert_keys)
 
     comfy.clip_vision.load_clipvision_from_sd = load_clipvision_from_sd
+    import fixtures_ootd
+
+    fixtures_ootd.register_tiny_models()  # the OOTDiffusion fixtures' tiny SD1.5 sizes (checkpoint, single-file UNets)
     _REGISTERED = True
 
 
@@ -260,9 +263,9 @@ REAL_NAME_ALIASES = {
 }
 
 
-def add_real_name_aliases(models: pathlib.Path) -> None:
+def add_real_name_aliases(models: pathlib.Path, aliases: dict[str, str] = REAL_NAME_ALIASES) -> None:
     """Symlinks under the real file names, so the shipped workflows run unchanged on the tiny fixtures."""
-    for alias, target in REAL_NAME_ALIASES.items():
+    for alias, target in aliases.items():
         link, source = models / alias, models / target
         if link.is_symlink() and source.exists() and link.resolve() != source.resolve():
             link.unlink()  # a cache from before the alias changed
@@ -401,10 +404,3 @@ def execution_error(entry: dict) -> str | None:
         if kind == "execution_error":
             return f"{data.get('node_type')}: {data.get('exception_message')}"
     return None
-
-
-def register_tiny_ootd_models() -> None:
-    """The tiny SD1.5 sizes of the OOTDiffusion fixtures (checkpoint, single-file UNets) for ComfyUI's stock loaders."""
-    import fixtures_ootd
-
-    fixtures_ootd.register_tiny_models()

@@ -14,5 +14,4 @@ import comfy.options  # noqa: E402
 
 comfy.options.enable_args_parsing()
 comfy_host.register_tiny_models()
-comfy_host.register_tiny_ootd_models()
 runpy.run_path(str(comfy_host.COMFY_DIR / "main.py"), run_name="__main__")

@@ -228,7 +228,6 @@ REAL_NAME_ALIASES = {
     "checkpoints/v1-5-pruned-emaonly.safetensors": f"checkpoints/{SD15_CHECKPOINT}",
     "clip_vision/clip-vit-large-patch14.safetensors": "clip_vision/" + VISION_FILE,
 }
-FOLDERS = ("checkpoints", "clip_vision", "diffusion_models")  # the ComfyUI model folders the fixtures use
 
 
 def write(models: pathlib.Path) -> None:
@@ -249,26 +248,11 @@ def write(models: pathlib.Path) -> None:
         staging = models.parent / "ootd_image_encoder"
         build_image_encoder_l().save_pretrained(staging)
         shutil.copy(staging / "model.safetensors", vision)
-    for alias, target in REAL_NAME_ALIASES.items():
-        link, source = models / alias, models / target
-        if link.is_symlink() and source.exists() and link.resolve() != source.resolve():
-            link.unlink()  # a cache from before the alias changed
-        if source.exists() and not link.exists() and not link.is_symlink():
-            link.parent.mkdir(parents=True, exist_ok=True)
-            link.symlink_to(source.resolve())
+    from comfy_host import add_real_name_aliases
+
+    add_real_name_aliases(models, REAL_NAME_ALIASES)
 
 
 def unet_name(kind: str, part: str) -> str:
     """The UNet's name in ComfyUI's diffusion_models list."""
     return f"ootd/ootd_{kind}/{CHECKPOINT_STEP}/unet_{part}/diffusion_pytorch_model.safetensors"
-
-
-def write_extra_model_paths(root: pathlib.Path, also: pathlib.Path | None = None) -> pathlib.Path:
-    """root/models with every OOTDiffusion fixture, and an extra_model_paths.yaml naming it (plus the sections of `also`)."""
-    models = root / "models"
-    write(models)
-    yaml = root / "extra_model_paths_ootd.yaml"
-    text = also.read_text() if also is not None else ""
-    text += "ootd_fixtures:\n    base_path: " + str(models) + "\n" + "".join(f"    {f}: {f}\n" for f in FOLDERS)
-    yaml.write_text(text)
-    return yaml

@@ -95,8 +95,8 @@ def build_colour_parser(kind: str):
     return ColourRuleParser().eval()
 
 
-def export_onnx(kind: str) -> bytes:
-    """The tiny net of `kind` as ONNX bytes (input `input.1`, 1x3xSxS)."""
+def export_onnx(kind: str, parser=None) -> bytes:
+    """The tiny net of `kind` (or `parser`, a net of that kind's size) as ONNX bytes (input `input.1`, 1x3xSxS)."""
     import torch
 
     size = ATR_SIZE if kind == "atr" else LIP_SIZE
@@ -104,7 +104,7 @@ def export_onnx(kind: str) -> bytes:
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         torch.onnx.export(
-            build_colour_parser(kind),
+            build_colour_parser(kind) if parser is None else parser,
             (torch.zeros(1, 3, size, size),),
             buffer,
             input_names=["input.1"],

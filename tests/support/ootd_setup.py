@@ -12,11 +12,10 @@ import torch
 HEIGHT, WIDTH = 256, 192  # latent 32x24: three halvings stay integral, as 768x1024's do
 
 
-def write_models(root: pathlib.Path) -> pathlib.Path:
-    """root/models with the OOTDiffusion fixtures; returns the models folder."""
-    fixtures_ootd.register_tiny_models()
-    models = root / "models"
-    fixtures_ootd.write(models)
+def fixture_models_dir(fixture_models_yaml: pathlib.Path) -> pathlib.Path:
+    """The session's fixture models folder (comfy_host.write_fixture_models wrote the OOTDiffusion fixtures there)."""
+    models = fixture_models_yaml.parent / "models"
+    assert (models / "diffusion_models" / "ootd").is_dir(), models
     return models
 
 
@@ -29,7 +28,6 @@ def load_comfy_models(models: pathlib.Path, kind: str = "hd"):
     import comfy.clip_vision
     import comfy.sd
 
-    fixtures_ootd.register_tiny_models()
     comfy_host.register_tiny_models()
     load_ootd_unet = comfy_host.pack_module("models.ootd_unet").load_ootd_unet
     vton = load_ootd_unet(unet_path(models, kind, "vton"))

@@ -222,18 +222,8 @@ def write_damaged_models(models: pathlib.Path, fixture_models_dir: pathlib.Path)
     parser = fixtures_parsing.build_colour_parser("atr")
     with torch.no_grad():
         parser.score.weight.fill_(float("nan"))
-    buffer = io.BytesIO()
-    torch.onnx.export(
-        parser,
-        (torch.zeros(1, 3, fixtures_parsing.ATR_SIZE, fixtures_parsing.ATR_SIZE),),
-        buffer,
-        input_names=["input.1"],
-        output_names=["parsing", "fusion", "edge"],
-        opset_version=17,
-        dynamo=False,
-    )
     (models / "humanparsing" / BAD).mkdir(parents=True, exist_ok=True)
-    (models / "humanparsing" / BAD / "parsing_atr_nan.onnx").write_bytes(buffer.getvalue())
+    (models / "humanparsing" / BAD / "parsing_atr_nan.onnx").write_bytes(fixtures_parsing.export_onnx("atr", parser))
 
     source = fixture_models_dir / "garment_caption" / "tiny-clip"
     weights = safetensors.torch.load_file(str(source / "model.safetensors"))
@@ -394,5 +384,6 @@ def rss_bytes(host: comfy_host.ComfyServer) -> int:
 
 
 def listed(host: comfy_host.ComfyServer, node: str, input_name: str) -> list[str]:
-    info = host.get_json(f"/object_info/{node}")[node]["input"]["required"][input_name]
-    return info[0] if isinstance(info[0], list) else info[1]["options"]
+    import workflow_api
+
+    return workflow_api.combo_options(host.get_json(f"/object_info/{node}")[node]["input"]["required"][input_name])

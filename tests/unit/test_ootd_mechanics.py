@@ -7,12 +7,12 @@ import json
 import pytest
 import safetensors.torch
 import torch
-from ootd_setup import apply, images, load_comfy_models, unet_path, write_models
+from ootd_setup import apply, fixture_models_dir, images, load_comfy_models, unet_path
 
 
 @pytest.fixture(scope="module")
-def models_dir(pack, tmp_path_factory):
-    return write_models(tmp_path_factory.mktemp("ootd_mech"))
+def models_dir(pack, fixture_models):
+    return fixture_models_dir(fixture_models)
 
 
 @pytest.fixture(scope="module")

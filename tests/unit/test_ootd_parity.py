@@ -12,7 +12,7 @@ import types
 import pytest
 import reference_ootd
 import torch
-from ootd_setup import apply, images, load_comfy_models, load_reference_models, write_models
+from ootd_setup import apply, fixture_models_dir, images, load_comfy_models, load_reference_models
 
 STEPS = 4
 GUIDANCE = 2.0
@@ -20,8 +20,8 @@ SEED = 3
 
 
 @pytest.fixture(scope="module")
-def ootd(pack, tmp_path_factory):
-    models = write_models(tmp_path_factory.mktemp("ootd"))
+def ootd(pack, fixture_models):
+    models = fixture_models_dir(fixture_models)
     return models, load_comfy_models(models, "dc"), load_reference_models(models, "dc")
 
 
