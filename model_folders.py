@@ -36,18 +36,19 @@ def register_model_folders() -> None:
             folder_paths.folder_names_and_paths[key] = ([path], set(extensions))
 
 
-def unet_file_choices(prefer: str) -> list[str]:
-    """UNet weight files under models/idm_vton, the ones whose path mentions `prefer` first.
+def unet_file_choices(prefer: str, folder: str = "idm_vton") -> list[str]:
+    """UNet weight files in ComfyUI's `folder` list (not the VAE, text encoder... of a Hugging Face layout), the
+    ones whose path mentions `prefer` (any case) first.
 
     Filters by extension itself: a list made before `register_model_folders` set the folder's extensions (ComfyUI
     caches it) would otherwise also hold config.json files.
     """
     names = [
         n
-        for n in folder_paths.get_filename_list("idm_vton")
+        for n in folder_paths.get_filename_list(folder)
         if os.path.splitext(n)[1].lower() in WEIGHT_EXTENSIONS and not any(p in n.replace(os.sep, "/") for p in NON_UNET_PARTS)
     ]
-    return preferring(names, lambda name: prefer in name.replace(os.sep, "/"))
+    return preferring(names, lambda name: prefer.lower() in name.replace(os.sep, "/").lower())
 
 
 def preferring(names: list[str], is_preferred: Callable[[str], bool]) -> list[str]:

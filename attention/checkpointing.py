@@ -32,7 +32,6 @@ def checkpointed_forward(forward):
             return forward(*args, **kwargs)
         return torch.utils.checkpoint.checkpoint(forward, *args, use_reentrant=False, **kwargs)
 
-    call.checkpointed = forward
     return call
 
 

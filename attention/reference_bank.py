@@ -143,13 +143,8 @@ class ReferenceFeatureBank:
 
     def step_wrapper(self, executor, model, conds, x_in, timestep, model_options):
         """CALC_COND_BATCH: one model evaluation, whatever the cond/uncond chunking."""
-        self.step_depth += 1
-        try:
+        with self.held_step():
             return executor(model, conds, x_in, timestep, model_options)
-        finally:
-            self.step_depth -= 1
-            if self.step_depth == 0:
-                self.release_after_step()
 
     def diffusion_model_wrapper(self, executor, x, timesteps, *args, **kwargs):
         """DIFFUSION_MODEL: makes sure the features of this call exist before the denoiser runs."""

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 
 import torch
 
-from ..errors import TryOnInputError
+from ..preprocess.labels import check_choice
 from .garment_features import transformer_block_widths
 from .ip_attention import IPAdapterTokens, IPAttentionReplace
 from .reference_bank import Attn1Hook, ReferenceFeatureBank, install_reference_attention, reference_bank_of
@@ -25,11 +25,6 @@ NODE_NAME = "IDM-VTON Apply"
 UNCOND_KEYS = ("single_key", "materialised")
 # Garment feature cache: which step's timestep GarmentNet runs at, once per sampling run ("off": every step, exact).
 FEATURE_CACHE = ("off", "first_step", "mid_schedule")
-
-
-def _check_choice(value: str, choices: tuple[str, ...], input_name: str) -> None:
-    if value not in choices:
-        raise TryOnInputError(f"{input_name}: must be one of {', '.join(choices)}, not {value!r}.")
 
 
 @dataclass(frozen=True, eq=False)
@@ -53,8 +48,8 @@ class TryOnState:
 
     def __post_init__(self):
         object.__setattr__(self, "wanted", tuple(tuple(key) for key in self.wanted))
-        _check_choice(self.feature_cache, FEATURE_CACHE, "garment_feature_cache")
-        _check_choice(self.uncond_keys, UNCOND_KEYS, "uncond_keys")
+        check_choice(self.feature_cache, FEATURE_CACHE, "garment_feature_cache")
+        check_choice(self.uncond_keys, UNCOND_KEYS, "uncond_keys")
 
     def reference_spec(self) -> ReferenceSpec:
         timing = EveryStep() if self.feature_cache == "off" else OncePerRun(schedule_step=self.feature_cache)

@@ -13,7 +13,7 @@ from .tryon_patch import WRAPPER_KEY, tryon_bank
 
 
 def _belongs_to(patch, bank: ReferenceFeatureBank) -> bool:
-    return isinstance(patch, SharedStatePatch) and (patch.owner is bank or getattr(patch, "bank", None) is bank)
+    return isinstance(patch, SharedStatePatch) and patch.owner is bank  # every try-on patch is owned by the model's bank
 
 
 def without_tryon_patches(model):

@@ -14,7 +14,6 @@ tokenizer), so a replaced weights file or an edited config is loaded again.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 
@@ -124,17 +123,10 @@ def weight_files(folder: str, name: str, kind: str, input_name: str = "caption_m
     raise TryOnInputError(f"{input_name}: cannot load '{name}' as a {kind} model: it has no weights file ({', '.join(WEIGHT_FILES)}). {FOLDER_HINT}")
 
 
-def side_files_digest(folder: str, weights: list[str]) -> str:
-    """A digest of the small files' content and of the other shards' identities: what decides the model besides its first weights file."""
-    digest = hashlib.sha256()
-    for file_name in SIDE_FILES:
-        path = os.path.join(folder, file_name)
-        if os.path.isfile(path):
-            with open(path, "rb") as handle:
-                digest.update(file_name.encode() + b"\0" + handle.read() + b"\0")
-    for shard in weights[1:]:
-        digest.update(repr(file_identity(shard)).encode())
-    return digest.hexdigest()[:16]
+def other_model_files(folder: str, weights: list[str]) -> list[str]:
+    """The files that decide the model besides its first weights file: the config and tokenizer files present, and
+    the other shards."""
+    return [path for path in (os.path.join(folder, f) for f in SIDE_FILES) if os.path.isfile(path)] + weights[1:]
 
 
 # ----------------------------------------------------------------------------------------------
@@ -209,12 +201,11 @@ def load_caption_model(name: str, input_name: str = "caption_model") -> CaptionM
     folder = model_folder(name, input_name)
     kind = read_model_type(folder, name, input_name)
     weights = weight_files(folder, name, kind, input_name)
-    side_files = [path for path in (os.path.join(folder, f) for f in SIDE_FILES) if os.path.isfile(path)]
     patcher = managed_model(
         f"{FOLDER}:{kind}",
         weights[0],
         lambda _path: build_caption_patcher(folder, name, kind, weights, input_name),
-        other_files=side_files + weights[1:],
+        other_files=other_model_files(folder, weights),
         force_full_load=True,
     )
     return CaptionModel(patcher)
@@ -224,7 +215,7 @@ def model_fingerprint(name: str) -> str:
     """Changes when the folder's model changes (weights replaced, config edited); for the node's fingerprint."""
     folder = model_folder(name)
     weights = weight_files(folder, name, read_model_type(folder, name))
-    return repr((side_files_digest(folder, weights), file_identity(weights[0])))
+    return repr(tuple(file_identity(path) for path in [weights[0], *other_model_files(folder, weights)]))  # as managed_model keys it
 
 
 def processor_resize(image_processor, height: int, width: int) -> tuple[int, int] | None:

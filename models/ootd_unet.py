@@ -22,14 +22,13 @@ import comfy.utils
 import torch
 
 from ..errors import TryOnInputError
-from .sdxl_unet import build_model_patcher, convert_unet_keys, file_key_names, unet_config_from_diffusers
+from .sdxl_unet import CHECKPOINT_UNET_PREFIX, build_model_patcher, convert_unet_keys, file_key_names, unet_config_from_diffusers
 from .weight_checks import WeightsFile
 from .weights_io import read_state_dict
 
 VTON_IN_CHANNELS = 8
 GARM_IN_CHANNELS = 4
 SD15_HEADS = 8  # SD1.5's config: attention_head_dim 8, read by diffusers as 8 heads at every level
-CHECKPOINT_UNET_PREFIX = "model.diffusion_model."
 NOT_AN_OOTD_UNET = (
     "Pick OOTDiffusion's checkpoints/ootd/ootd_hd (or ootd_dc)/checkpoint-36000/unet_vton or unet_garm "
     "diffusion_pytorch_model.safetensors, in ComfyUI/models/diffusion_models."
@@ -93,8 +92,9 @@ OOTD_FIX = (
 )
 
 
-def comfy_unet_from_state_dict(state_dict: dict[str, torch.Tensor], input_name: str) -> tuple[dict, dict[str, torch.Tensor], dict[str, str]]:
+def comfy_unet_from_state_dict(state_dict: dict[str, torch.Tensor], source: WeightsFile) -> tuple[dict, dict[str, torch.Tensor], dict[str, str]]:
     """(ComfyUI UNet config, ComfyUI-named weights, ComfyUI key -> the file's name) of an SD1.5 UNet of any width."""
+    input_name = source.input_name
     if any(k.startswith(CHECKPOINT_UNET_PREFIX) for k in state_dict):
         if any(k.startswith(("cond_stage_model.", "first_stage_model.")) for k in state_dict):
             raise TryOnInputError(
@@ -112,11 +112,7 @@ def comfy_unet_from_state_dict(state_dict: dict[str, torch.Tensor], input_name: 
     if any(k.startswith(("add_embedding.", "class_embedding.", "encoder_hid_proj.")) for k in state_dict):
         raise TryOnInputError(f"{input_name}: this UNet has an SDXL-style extra embedding; OOTDiffusion's UNets are SD1.5. " + NOT_AN_OOTD_UNET)
     unet_config = unet_config_from_diffusers(state_dict, input_name)
-    key_map = comfy.utils.unet_to_diffusers(unet_config)
-    unknown = [k for k in state_dict if k not in key_map]
-    if unknown:
-        raise TryOnInputError(f"{input_name}: unexpected UNet keys, e.g. {unknown[:3]}: not the SD1.5 UNet layout. " + NOT_AN_OOTD_UNET)
-    comfy_unet, key_map = convert_unet_keys(state_dict, unet_config, input_name)
+    comfy_unet, key_map = convert_unet_keys(state_dict, unet_config, input_name, source=source)  # refuses keys outside the layout
     return unet_config, comfy_unet, file_key_names(key_map)
 
 
@@ -128,7 +124,7 @@ def build_ootd_unet(
     file_name: str = "this file",
 ):
     """A ModelPatcher around unet_vton (8 channels: SD1.5 instruct-pix2pix) or unet_garm (4: SD1.5)."""
-    unet_config, comfy_unet, file_keys = comfy_unet_from_state_dict(state_dict, input_name)
+    unet_config, comfy_unet, file_keys = comfy_unet_from_state_dict(state_dict, WeightsFile(input_name, file_name, OOTD_FIX))
     if unet_config.get("adm_in_channels") or unet_config.get("num_classes") or unet_config.get("use_linear_in_transformer"):
         raise TryOnInputError(f"{input_name}: this is an SDXL/SD2-style UNet; OOTDiffusion's UNets are SD1.5. " + NOT_AN_OOTD_UNET)
     channels = unet_config["in_channels"]

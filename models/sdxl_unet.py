@@ -8,6 +8,7 @@ import comfy.utils
 import torch
 
 from ..errors import TryOnInputError
+from ..preprocess.labels import check_choice
 from .weight_checks import WeightsFile, check_comfy_model_weights
 
 AttentionKey = tuple[str, int, int]  # ComfyUI's (block_name, block_number, block_index)
@@ -138,8 +139,7 @@ def build_model_patcher(
     """
     load_device = comfy.model_management.get_torch_device()
     offload_device = comfy.model_management.unet_offload_device()
-    if weight_dtype not in WEIGHT_DTYPES:  # ComfyUI 0.3.75 does not check V3 combo values against their options
-        raise TryOnInputError(f"weight_dtype: must be one of {', '.join(WEIGHT_DTYPES)}, not {weight_dtype!r}.")
+    check_choice(weight_dtype, WEIGHT_DTYPES, "weight_dtype")  # ComfyUI 0.3.75 does not check V3 combo values against their options
     weights = {**comfy_unet, **(extra_weights or {})}
     check_comfy_model_weights(model_config, weights, source or WeightsFile("weights", "this UNet file"))
     dtype = WEIGHT_DTYPES[weight_dtype]

@@ -6,8 +6,8 @@ different loads; a tensor of the wrong shape would end in PyTorch's raw `size mi
 load and give black images. `check_state_dict` refuses all of these before anything is built, with a message that
 names the node input, the file, what is wrong (missing and unexpected keys named a few at a time) and the fix.
 
-The expected key set and shapes come from the network itself: `module_shapes` builds it on PyTorch's meta device (no
-memory, no values; about 0.1 s for the real TryonNet) and reads its state dict, and `comfy_model_shapes` does that for
+The expected key set and shapes come from the network itself: `meta_module` builds it on PyTorch's meta device (no
+memory, no values; about 0.1 s for the real TryonNet) and its state dict is read; `comfy_model_shapes` does that for
 a ComfyUI model config, so the check follows whatever width and depth the file's config describes.
 
 Values: every tensor must be floating point and finite. The finiteness check is one `torch.aminmax` per tensor (NaN
@@ -139,11 +139,6 @@ def meta_module(build: Callable[[], torch.nn.Module], source: WeightsFile) -> to
         raise source.error(f"does not describe a complete network: it lacks the tensor {error.args[0]!r}") from error
     except Exception as error:  # inconsistent sizes
         raise source.error(f"does not describe a complete network ({type(error).__name__}: {error})") from error
-
-
-def module_shapes(build: Callable[[], torch.nn.Module], source: WeightsFile) -> dict[str, torch.Size]:
-    """The state-dict keys and shapes of the network `build` makes (built on the meta device)."""
-    return {key: value.shape for key, value in meta_module(build, source).state_dict().items()}
 
 
 def comfy_model_shapes(model_config, weights: Mapping[str, torch.Tensor], source: WeightsFile) -> dict[str, torch.Size]:

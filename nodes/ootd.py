@@ -2,12 +2,9 @@
 
 from __future__ import annotations
 
-import os
-
-import folder_paths
 from comfy_api.latest import io
 
-from ..model_folders import WEIGHT_EXTENSIONS, resolve
+from ..model_folders import resolve, unet_file_choices
 from ..models.ootd_unet import load_ootd_unet
 from ..pipeline.ootd_apply import MODEL_TYPES, apply_ootd
 from ..pipeline.ootd_sampling import DEFAULT_STEPS, MODES, SCHEDULES, ootd_sampler, ootd_sigmas
@@ -16,12 +13,6 @@ from .model_loaders import weight_dtype_input
 
 CATEGORY = "try-on/OOTDiffusion"
 UNET_FOLDER = "diffusion_models"  # ComfyUI's own UNet folder (models/diffusion_models, also listed by the stock UNETLoader)
-
-
-def unet_choices() -> list[str]:
-    """Weight files in ComfyUI's diffusion_models folder, OOTDiffusion's (paths naming ootd / unet_vton / unet_garm) first."""
-    names = [n for n in folder_paths.get_filename_list(UNET_FOLDER) if os.path.splitext(n)[1].lower() in WEIGHT_EXTENSIONS]
-    return sorted(names, key=lambda n: ("ootd" not in n.lower().replace(os.sep, "/"), n))
 
 
 class OOTDiffusionUNetLoader(io.ComfyNode):
@@ -39,7 +30,7 @@ class OOTDiffusionUNetLoader(io.ComfyNode):
             inputs=[
                 io.Combo.Input(
                     "unet_name",
-                    options=unet_choices(),
+                    options=unet_file_choices("ootd", UNET_FOLDER),
                     tooltip=(
                         "checkpoints/ootd/ootd_hd (or ootd_dc)/checkpoint-36000/unet_vton or unet_garm/"
                         "diffusion_pytorch_model.safetensors of levihsu/OOTDiffusion, under ComfyUI/models/diffusion_models "

@@ -16,7 +16,7 @@ from ..attention.garment_features import transformer_block_widths
 from ..attention.reference_bank import ReferenceFeatureBank
 from ..attention.tryon_patch import TryOnState, patch_tryon_model, tryon_bank, wanted_feature_keys
 from ..errors import TryOnInputError
-from ..preprocess.clip_image import CLIP_SIZE, IP_IMAGE_PREPROCESS, clip_pixel_values
+from ..models.clip_vision_encode import clip_vision_outputs
 from ..preprocess.settings import check_finite
 from ..preprocess.tryon_inputs import prepare_pixels, tryon_concat
 
@@ -56,35 +56,6 @@ def first_context(conditioning, input_name: str) -> torch.Tensor:
     if not conditioning or not isinstance(conditioning[0][0], torch.Tensor):
         raise TryOnInputError(f"{input_name}: expected a CONDITIONING from CLIPTextEncode.")
     return conditioning[0][0]
-
-
-def clip_vision_outputs(clip_vision, image: torch.Tensor, ip_image_preprocess: str = "original") -> comfy.clip_vision.Output:
-    """CLIP vision outputs of a ComfyUI IMAGE, as `ClipVisionModel.encode_image` returns them, preprocessed as chosen.
-
-    "original": the original's PIL preprocessing (preprocess/clip_image.py) fed straight to the vision model, loaded
-    and placed as `encode_image` does; "comfyui": ComfyUI's own `encode_image` (torch resize).
-    """
-    if ip_image_preprocess not in IP_IMAGE_PREPROCESS:
-        raise TryOnInputError(f"ip_image_preprocess: must be one of {', '.join(IP_IMAGE_PREPROCESS)}, not {ip_image_preprocess!r}.")
-    if ip_image_preprocess == "comfyui":
-        return clip_vision.encode_image(image)
-    if getattr(clip_vision, "image_size", CLIP_SIZE) != CLIP_SIZE:
-        raise TryOnInputError(
-            f"clip_vision: this vision model takes {clip_vision.image_size}px images; the original preprocessing makes "
-            f"{CLIP_SIZE}px ones (CLIP ViT-H/14 or ViT-L/14 at 224). Pick that file in CLIPVisionLoader."
-        )
-    comfy.model_management.load_model_gpu(clip_vision.patcher)
-    pixel_values = clip_pixel_values(image).to(clip_vision.load_device).float()
-    all_hidden = getattr(clip_vision, "return_all_hidden_states", False)
-    with torch.no_grad():
-        out = clip_vision.model(pixel_values=pixel_values, intermediate_output="all" if all_hidden else -2)
-    device = comfy.model_management.intermediate_device()
-    outputs = comfy.clip_vision.Output()
-    outputs["last_hidden_state"] = out[0].to(device)
-    outputs["image_embeds"] = out[2].to(device)
-    outputs["penultimate_hidden_states"] = out[1][:, -2].to(device) if all_hidden else out[1].to(device)
-    outputs["mm_projected"] = out[3]
-    return outputs
 
 
 def ip_image_tokens(tryon_model, clip_vision, garment: torch.Tensor, ip_image_preprocess: str = "original") -> tuple[torch.Tensor, torch.Tensor]:

@@ -50,6 +50,7 @@ from ..attention.tryon_patch import tryon_bank
 from ..attention.tryon_unpatch import without_tryon_patches
 from ..errors import TryOnInputError
 from ..preprocess.images import as_rgb, resize_image
+from ..preprocess.labels import check_choice
 from ..preprocess.tryon_inputs import LATENT_FACTOR, working_size
 
 LOSS_REGIONS = ("whole image", "mask")
@@ -92,10 +93,8 @@ class CustomiseOptions:
             raise TryOnInputError(f"learning_rate: must be a positive number, got {self.learning_rate}. The default is 1e-4.")
         if int(self.rank) < 1:
             raise TryOnInputError(f"rank: must be at least 1, got {self.rank}.")
-        if self.target not in TARGETS:
-            raise TryOnInputError(f"target: must be one of {', '.join(TARGETS)}, not {self.target!r}.")
-        if self.loss_region not in LOSS_REGIONS:
-            raise TryOnInputError(f"loss_region: must be one of {', '.join(LOSS_REGIONS)}, not {self.loss_region!r}.")
+        check_choice(self.target, TARGETS, "target")
+        check_choice(self.loss_region, LOSS_REGIONS, "loss_region")
 
 
 @dataclass(frozen=True, eq=False)
@@ -114,7 +113,6 @@ class CustomiseResult:
     model: object  # TryonNet + LoRA, without the try-on patches
     lora_name: str  # the file's name in the `loras` list (as LoraLoaderModelOnly lists it)
     loss_map: dict  # {"loss": [one float per step]}: the stock "Plot Loss Graph" node's input
-    lora_path: str
     lora: DecoderLoRA
 
 
@@ -462,10 +460,10 @@ def check_lora_keys(model, tensors: dict[str, torch.Tensor]) -> None:
         raise RuntimeError(f"{NODE_NAME}: LoRA layers ComfyUI cannot map onto TryonNet: {unmapped[:3]}")
 
 
-def customised_model(model, lora_path: str):
-    """TryonNet without the try-on patches, plus the saved LoRA loaded by ComfyUI's own LoRA code (as LoraLoaderModelOnly)."""
-    lora = comfy.utils.load_torch_file(lora_path, safe_load=True)
-    return comfy.sd.load_lora_for_models(without_tryon_patches(model), None, lora, 1.0, 0)[0]
+def customised_model(model, tensors: dict[str, torch.Tensor]):
+    """TryonNet without the try-on patches, plus the LoRA (the saved file's tensors) loaded by ComfyUI's own LoRA code,
+    as LoraLoaderModelOnly loads the file."""
+    return comfy.sd.load_lora_for_models(without_tryon_patches(model), None, tensors, 1.0, 0)[0]
 
 
 def customise_idm_vton(
@@ -492,6 +490,6 @@ def customise_idm_vton(
         lora, history = train_decoder_lora(pair, options, on_step)
     tensors = lora.state_dict(LORA_DTYPE)
     check_lora_keys(model, tensors)
-    path, name = save_lora(tensors, lora_metadata(pair, options, lora, history), stem)
+    _, name = save_lora(tensors, lora_metadata(pair, options, lora, history), stem)
     logging.info("%s: %d steps, loss %.4f -> %.4f, LoRA saved as loras/%s", NODE_NAME, len(history), history[0], history[-1], name)
-    return CustomiseResult(customised_model(model, path), name, {"loss": history}, path, lora)
+    return CustomiseResult(customised_model(model, tensors), name, {"loss": history}, lora)

@@ -22,11 +22,10 @@ from ..attention.garment_features import transformer_block_widths
 from ..attention.reference_bank import ReferenceFeatureBank, install_reference_attention, reference_bank_of
 from ..attention.reference_spec import CapturePoint, OncePerRun, ReferenceInputs, ReferenceSpec, UncondReference
 from ..errors import TryOnInputError
-from ..preprocess.clip_image import CLIP_SIZE
-from ..preprocess.labels import CATEGORIES
+from ..models.clip_vision_encode import clip_vision_outputs
+from ..preprocess.labels import CATEGORIES, check_choice
 from ..preprocess.ootd_inputs import prepare_ootd_pixels
 from ..preprocess.tryon_inputs import latent_mask
-from .idm_vton_apply import clip_vision_outputs
 
 WRAPPER_KEY = "ootdiffusion"
 NODE_NAME = "OOTDiffusion Apply"
@@ -96,10 +95,8 @@ def check_models(vton_model, garment_model) -> None:
 
 
 def check_options(model_type: str, category: str) -> None:
-    if model_type not in MODEL_TYPES:
-        raise TryOnInputError(f"model_type: must be one of {', '.join(MODEL_TYPES)}, not {model_type!r}.")
-    if category not in CATEGORIES:
-        raise TryOnInputError(f"category: must be one of {', '.join(CATEGORIES)}, not {category!r}.")
+    check_choice(model_type, MODEL_TYPES, "model_type")
+    check_choice(category, CATEGORIES, "category")
     if model_type == "hd" and category != "upper_body":
         raise TryOnInputError(
             f"category: the hd model (ootd_hd, trained on VITON-HD) dresses upper_body only, not {category}. Use upper_body, "
@@ -145,8 +142,6 @@ def image_embeds(clip_vision, garment: torch.Tensor) -> torch.Tensor:
     """(B, D) projected CLIP image embeddings of the garment, with the original's (PIL) CLIP preprocessing."""
     if clip_vision is None or not hasattr(clip_vision, "encode_image"):
         raise TryOnInputError("clip_vision: load CLIP ViT-L/14 (clip-vit-large-patch14) with the CLIPVisionLoader node.")
-    if getattr(clip_vision, "image_size", CLIP_SIZE) != CLIP_SIZE:
-        raise TryOnInputError(f"clip_vision: this vision model takes {clip_vision.image_size}px images; OOTDiffusion uses CLIP ViT-L/14 at {CLIP_SIZE}px.")
     return clip_vision_outputs(clip_vision, garment, "original")["image_embeds"].float()
 
 

@@ -33,6 +33,7 @@ import numpy as np
 import torch
 
 from ..errors import TryOnInputError
+from ..preprocess.labels import check_choice
 
 MODES = ("unipc", "ddim")  # the original's UniPC, or DDIM eta 0
 SCHEDULES = ("karras", "ddim")  # UniPC's Karras sigmas with the last one repeated, or DDIM's leading timesteps
@@ -40,11 +41,6 @@ KARRAS_RHO = 7.0
 SOLVER_ORDER = 2
 DDIM_STEPS_OFFSET = 1
 DEFAULT_STEPS = 20
-
-
-def _check(value: str, choices: tuple[str, ...], input_name: str) -> None:
-    if value not in choices:
-        raise TryOnInputError(f"{input_name}: must be one of {', '.join(choices)}, not {value!r}.")
 
 
 # ----------------------------------------------------------------------------------------------
@@ -70,7 +66,7 @@ def ddim_sigmas(model_sampling, steps: int) -> torch.Tensor:
 
 def ootd_sigmas(model, steps: int, schedule: str = "karras") -> torch.Tensor:
     """The SIGMAS of the original's scheduler for a MODEL (its model_sampling)."""
-    _check(schedule, SCHEDULES, "schedule")
+    check_choice(schedule, SCHEDULES, "schedule")
     if steps < 1:
         raise TryOnInputError("steps: must be at least 1.")
     model_sampling = model.get_model_object("model_sampling")
@@ -193,7 +189,7 @@ def sample_ootd(model, x, sigmas, extra_args=None, callback=None, disable=None, 
     continues the given latent. A run that ends the schedule (last sigma sigma_min, or 0) returns the original's
     final latent: VP at the last sigma inside the mask, the clean original latent outside.
     """
-    _check(mode, MODES, "mode")
+    check_choice(mode, MODES, "mode")
     extra_args = {} if extra_args is None else dict(extra_args)
     mask = extra_args.pop("denoise_mask", None)
     steps = len(sigmas) - 1
@@ -224,5 +220,5 @@ def sample_ootd(model, x, sigmas, extra_args=None, callback=None, disable=None, 
 
 def ootd_sampler(mode: str = "unipc") -> comfy.samplers.KSAMPLER:
     """The SAMPLER for SamplerCustom / SamplerCustomAdvanced."""
-    _check(mode, MODES, "mode")
+    check_choice(mode, MODES, "mode")
     return comfy.samplers.KSAMPLER(sample_ootd, extra_options={"mode": mode})

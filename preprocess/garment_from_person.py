@@ -15,7 +15,7 @@ import torch
 
 from ..errors import TryOnInputError
 from .agnostic_mask import PALETTE
-from .images import as_rgb, common_batch, repeat_to_batch, resize_image, to_uint8
+from .images import as_rgb, common_batch, repeat_to_batch, resize_image, resize_mask_nearest, to_uint8
 from .labels import CATEGORIES, DRESS, PANTS, SKIRT, UPPER_CLOTHES, check_choice
 from .tryon_inputs import working_size
 
@@ -43,9 +43,8 @@ def labels_from_colours(parsing: np.ndarray) -> np.ndarray:
 
 def garment_mask(parsing: np.ndarray, category: str, height: int, width: int) -> torch.Tensor:
     """(height, width) float mask, 1 on the garment labels of `category`, from a colourised parsing map (nearest resize)."""
-    labels = torch.from_numpy(labels_from_colours(parsing)).float()[None, None]
-    labels = torch.nn.functional.interpolate(labels, size=(height, width), mode="nearest")[0, 0].to(torch.uint8)
-    return torch.from_numpy(np.isin(labels.numpy(), GARMENT_LABELS[category])).float()
+    garment = torch.from_numpy(np.isin(labels_from_colours(parsing), GARMENT_LABELS[category])).float()
+    return resize_mask_nearest(garment[None], height, width)[0]  # nearest picks pixels: the same as resizing the labels
 
 
 def garment_from_person(person_image: torch.Tensor, parsing: torch.Tensor, category: str) -> tuple[torch.Tensor, torch.Tensor]:
@@ -59,9 +58,8 @@ def garment_from_person(person_image: torch.Tensor, parsing: torch.Tensor, categ
     batch = common_batch({"person_image": person.shape[0], "parsing": colours.shape[0]})
     height, width = working_size(*person.shape[1:3])
     person = repeat_to_batch(resize_image(person, height, width), batch)
-    colours = repeat_to_batch(colours, batch)
     masks = []
-    for index in range(batch):
+    for index in range(colours.shape[0]):  # each parsing map once (a batch of 1 serves every person image)
         mask = garment_mask(to_uint8(colours[index]), category, height, width)
         if not mask.any():
             where = "" if batch == 1 else f" (image {index + 1} of the batch)"
@@ -70,6 +68,6 @@ def garment_from_person(person_image: torch.Tensor, parsing: torch.Tensor, categ
                 "category the person wears, and wire the `parsing` output of 'Try-On Agnostic Mask' run on this photo."
             )
         masks.append(mask)
-    mask = torch.stack(masks).to(person)
+    mask = repeat_to_batch(torch.stack(masks), batch).to(person)
     garment = person * mask[..., None] + WHITE * (1.0 - mask[..., None])
     return garment, mask

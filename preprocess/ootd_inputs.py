@@ -11,9 +11,8 @@ from dataclasses import dataclass
 
 import torch
 
-from ..errors import TryOnInputError
-from .images import as_mask, as_rgb, common_batch, repeat_to_batch, resize_image, resize_mask_nearest
-from .tryon_inputs import working_size
+from .images import resize_image
+from .tryon_inputs import grey_inside_mask, size_person_and_mask
 
 MASK_THRESHOLD = 127  # of 255: the original's `mask >= 127 -> 1`
 MASK_GREY = 127 / 255  # the original's grey inside the mask (127 of 255; -0.0039 in the VAE's [-1, 1])
@@ -36,17 +35,6 @@ def binarize_mask(mask: torch.Tensor) -> torch.Tensor:
 
 def prepare_ootd_pixels(person: torch.Tensor, mask: torch.Tensor, garment: torch.Tensor) -> OOTDPixels:
     """Validates and resizes the inputs to the person's size (rounded to /8) and one common batch."""
-    person, garment = as_rgb(person, "person_image"), as_rgb(garment, "garment_image")
-    mask = as_mask(mask, "mask")
-    height, width = working_size(*person.shape[1:3], "OOTDiffusion")
-    batch = common_batch({"person_image": person.shape[0], "mask": mask.shape[0], "garment_image": garment.shape[0]})
-    person = repeat_to_batch(resize_image(person, height, width), batch)
-    mask = binarize_mask(repeat_to_batch(resize_mask_nearest(mask, height, width), batch))
-    empty = [index for index in range(batch) if float(mask[index].sum()) == 0]
-    if empty:
-        which = "the mask is empty" if batch == 1 else f"mask {', '.join(str(i + 1) for i in empty)} of the batch of {batch} is empty"
-        raise TryOnInputError(f"mask: {which}, so nothing would be repainted. Draw or generate a mask over the garment area.")
-    garment = resize_image(garment, height, width)
-    inside = mask.unsqueeze(-1)
-    masked_person = person * (1 - inside) + MASK_GREY * inside
-    return OOTDPixels(person, mask, masked_person, garment)
+    sized = size_person_and_mask(person, mask, {"garment_image": garment}, binarize_mask, "OOTDiffusion")
+    garment = resize_image(sized.others["garment_image"], sized.height, sized.width)
+    return OOTDPixels(sized.person, sized.mask, grey_inside_mask(sized.person, sized.mask, MASK_GREY), garment)

@@ -25,6 +25,7 @@ import torch
 
 from ..errors import TryOnInputError
 from .images import resize_image
+from .labels import check_choice
 
 Box = tuple[int, int, int, int]
 
@@ -164,8 +165,7 @@ def locate_person(
     runs the parsing model only when neither a mask nor a pose finds the person. `auto` tries mask, pose, parsing,
     then falls back to the centred crop. A named source that finds no person raises a TryOnInputError naming its input.
     """
-    if source not in PERSON_SOURCES:
-        raise TryOnInputError(f"person_source: must be one of {PERSON_SOURCES}, got {source!r}.")
+    check_choice(source, PERSON_SOURCES, "person_source")
     if source == "centre":
         return None, "centre"
     finders = {

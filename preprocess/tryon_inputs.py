@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import torch
@@ -39,27 +40,54 @@ def binarize_mask(mask: torch.Tensor) -> torch.Tensor:
     return (mask >= 0.5).float()
 
 
+@dataclass
+class SizedPersonAndMask:
+    """The person and its binary mask at the working size, repeated to the batch every input shares."""
+
+    person: torch.Tensor  # (B, H, W, 3)
+    mask: torch.Tensor  # (B, H, W) in {0, 1}
+    others: dict[str, torch.Tensor]  # the other images, checked RGB, not resized
+    batch: int
+    height: int
+    width: int
+
+
+def size_person_and_mask(
+    person: torch.Tensor, mask: torch.Tensor, others: dict[str, torch.Tensor], binarize: Callable[[torch.Tensor], torch.Tensor], family: str
+) -> SizedPersonAndMask:
+    """Checks person, `others` (input name -> image) and mask, finds the working size (the person's, rounded to /8)
+    and the batch they share, resizes the person (bilinear) and the mask (nearest, then `binarize`), and refuses a
+    mask that is empty in any item of the batch."""
+    person = as_rgb(person, "person_image")
+    others = {name: as_rgb(image, name) for name, image in others.items()}
+    mask = as_mask(mask, "mask")
+    height, width = working_size(*person.shape[1:3], family)
+    batch = common_batch({"person_image": person.shape[0], "mask": mask.shape[0], **{name: image.shape[0] for name, image in others.items()}})
+    person = repeat_to_batch(resize_image(person, height, width), batch)
+    mask = binarize(repeat_to_batch(resize_mask_nearest(mask, height, width), batch))
+    empty = [index for index in range(batch) if float(mask[index].sum()) == 0]
+    if empty:
+        which = "the mask is empty" if batch == 1 else f"mask {', '.join(str(i + 1) for i in empty)} of the batch of {batch} is empty"
+        raise TryOnInputError(f"mask: {which}, so nothing would be repainted. Draw or generate a mask over the garment area.")
+    return SizedPersonAndMask(person, mask, others, batch, height, width)
+
+
+def grey_inside_mask(person: torch.Tensor, mask: torch.Tensor, grey: float) -> torch.Tensor:
+    """The masked person: the person outside the binary mask, `grey` inside."""
+    inside = mask.unsqueeze(-1)
+    return person * (1 - inside) + grey * inside
+
+
 def prepare_pixels(person: torch.Tensor, mask: torch.Tensor, densepose: torch.Tensor, garment: torch.Tensor) -> TryOnPixels:
     """Validates and resizes every input to the person's size (rounded to /8) and one common batch.
 
     Person and DensePose are resized bilinearly, the mask nearest; the garment is resized to the same
     size (IDM-VTON feeds a 768x1024 garment next to a 768x1024 person).
     """
-    person, densepose, garment = as_rgb(person, "person_image"), as_rgb(densepose, "densepose_image"), as_rgb(garment, "garment_image")
-    mask = as_mask(mask, "mask")
-    height, width = working_size(*person.shape[1:3])
-    batch = common_batch({"person_image": person.shape[0], "mask": mask.shape[0], "densepose_image": densepose.shape[0], "garment_image": garment.shape[0]})
-    person = repeat_to_batch(resize_image(person, height, width), batch)
-    mask = binarize_mask(repeat_to_batch(resize_mask_nearest(mask, height, width), batch))
-    empty = [index for index in range(batch) if float(mask[index].sum()) == 0]
-    if empty:
-        which = "the mask is empty" if batch == 1 else f"mask {', '.join(str(i + 1) for i in empty)} of the batch of {batch} is empty"
-        raise TryOnInputError(f"mask: {which}, so nothing would be repainted. Draw or generate a mask over the garment area.")
-    densepose = repeat_to_batch(resize_image(densepose, height, width), batch)
-    garment = resize_image(garment, height, width)
-    keep = (mask < 0.5).float().unsqueeze(-1)
-    masked_person = person * keep + 0.5 * (1 - keep)
-    return TryOnPixels(person, mask, masked_person, densepose, garment)
+    sized = size_person_and_mask(person, mask, {"densepose_image": densepose, "garment_image": garment}, binarize_mask, "IDM-VTON")
+    densepose = repeat_to_batch(resize_image(sized.others["densepose_image"], sized.height, sized.width), sized.batch)
+    garment = resize_image(sized.others["garment_image"], sized.height, sized.width)
+    return TryOnPixels(sized.person, sized.mask, grey_inside_mask(sized.person, sized.mask, 0.5), densepose, garment)
 
 
 def latent_mask(mask: torch.Tensor) -> torch.Tensor:
