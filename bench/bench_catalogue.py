@@ -96,15 +96,9 @@ def time_run(workers: int, photos: pathlib.Path, yaml: pathlib.Path, root: pathl
 
 def write_photos(folder: pathlib.Path, persons: int, garments: int) -> None:
     """`persons` synthetic people (sizes and positions vary) and `garments` garments (colours vary), 64x80."""
-    from PIL import Image
-
-    for folder_name in ("persons", "garments"):
-        (folder / folder_name).mkdir(parents=True, exist_ok=True)
-    for n in range(persons):
-        Image.fromarray(cf.person_photo(52 + 2 * (n % 5), n % 7, (3 * n) % 9)).save(folder / "persons" / f"model_{n}.png")
-    for n in range(garments):
-        colour = ((200 - 37 * n) % 256, (40 + 71 * n) % 256, (40 + 113 * n) % 256)
-        Image.fromarray(cf.garment_photo(colour)).save(folder / "garments" / f"garment_{n}.png")
+    people = [(52 + 2 * (n % 5), n % 7, (3 * n) % 9) for n in range(persons)]
+    colours = [((200 - 37 * n) % 256, (40 + 71 * n) % 256, (40 + 113 * n) % 256) for n in range(garments)]
+    cf.write_photos(folder, people, colours)
 
 
 def main(argv=None) -> int:

@@ -18,18 +18,15 @@ from __future__ import annotations
 import argparse
 import gc
 import json
-import os
 import pathlib
 import statistics
-import subprocess
 import sys
-import time
 
 HERE = pathlib.Path(__file__).resolve().parent
 REPO = HERE.parent
 sys.path[:0] = [str(REPO / "tests" / "support"), str(HERE)]
 
-from run_bench import PeakRSS  # noqa: E402  (the same RSS poller as the IDM-VTON benchmark)
+from run_bench import PeakRSS, clocks, memory_child, setup_comfy  # noqa: E402  (shared with the IDM-VTON benchmark)
 
 
 def parse_args(argv=None):
@@ -45,24 +42,6 @@ def parse_args(argv=None):
     parser.add_argument("--no-memory", action="store_true")
     parser.add_argument("--memory-only", choices=["on", "off"], default=None, help=argparse.SUPPRESS)
     return parser.parse_args(argv)
-
-
-def setup_comfy(args):
-    """ComfyUI in this process with PyTorch SDPA attention (--use-pytorch-cross-attention), on the chosen device."""
-    import comfy_host
-
-    comfy_host.put_comfy_on_path()
-    import comfy.cli_args
-
-    comfy.cli_args.args.use_pytorch_cross_attention = True
-    comfy.cli_args.args.cpu = args.device == "cpu"
-    import comfy.model_management  # noqa: F401  (reads the flags above)
-
-    if args.threads:
-        import torch
-
-        torch.set_num_threads(args.threads)
-    return comfy_host.import_pack()
 
 
 class Bench:
@@ -108,10 +87,6 @@ class Bench:
             return train_decoder_lora(self.pair, options, on_step)
 
 
-def clocks() -> tuple[float, float]:
-    return time.perf_counter(), time.process_time()
-
-
 def time_steps(bench: Bench, checkpointing: bool) -> list[tuple[float, float]]:
     """(wall, CPU) seconds of every step after the first."""
     marks = [clocks()]
@@ -150,14 +125,7 @@ def memory_in_subprocess(args, setting: str) -> dict:
     argv += ["--device", args.device, "--dtype", args.dtype, "--memory-only", setting]
     if args.threads:
         argv += ["--threads", str(args.threads)]
-    # glibc keeps freed heap memory, which would hide the training peak behind the weights' build: a fixed mmap
-    # threshold returns every large buffer to the OS, so RSS follows what is live
-    env = {**os.environ, "PYTHONUNBUFFERED": "1", "MALLOC_MMAP_THRESHOLD_": "65536", "MALLOC_TRIM_THRESHOLD_": "65536"}
-    done = subprocess.run(argv, capture_output=True, text=True, env=env)
-    for line in done.stdout.splitlines():
-        if line.startswith("MEMORY "):
-            return json.loads(line[len("MEMORY ") :])
-    return {"checkpointing": setting, "error": (done.stderr or done.stdout)[-2000:]}
+    return memory_child(argv, {"checkpointing": setting})
 
 
 def main(argv=None) -> int:

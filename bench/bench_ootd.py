@@ -27,6 +27,8 @@ HERE = pathlib.Path(__file__).resolve().parent
 REPO = HERE.parent
 sys.path[:0] = [str(REPO / "tests" / "support"), str(HERE)]
 
+from run_bench import setup_comfy  # noqa: E402  (shared with the IDM-VTON benchmark)
+
 
 def parse_args(argv=None):
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -39,20 +41,6 @@ def parse_args(argv=None):
     parser.add_argument("--dtype", default="fp32", choices=["fp32", "fp16"])
     parser.add_argument("--no-flops", action="store_true", help="skip counting each side's FLOPs (one more untimed run each)")
     return parser.parse_args(argv)
-
-
-def setup_comfy(args):
-    """ComfyUI in this process with PyTorch SDPA attention (--use-pytorch-cross-attention), on the chosen device."""
-    import comfy_host
-
-    comfy_host.put_comfy_on_path()
-    import comfy.cli_args
-
-    comfy.cli_args.args.use_pytorch_cross_attention = True
-    comfy.cli_args.args.cpu = args.device == "cpu"
-    import comfy.model_management  # noqa: F401  (reads the flags above)
-
-    return comfy_host.import_pack()
 
 
 class Bench:
@@ -159,8 +147,6 @@ def main(argv=None) -> int:
     args = parse_args(argv)
     import torch
 
-    if args.threads:
-        torch.set_num_threads(args.threads)
     setup_comfy(args)
     bench = Bench(args)
     print(bench.describe)

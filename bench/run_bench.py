@@ -56,7 +56,8 @@ def parse_args(argv=None):
 
 
 def setup_comfy(args):
-    """ComfyUI in this process with PyTorch SDPA attention (--use-pytorch-cross-attention), on the chosen device."""
+    """ComfyUI in this process with PyTorch SDPA attention (--use-pytorch-cross-attention), on the chosen device (and
+    lowvram, torch threads where `args` has them); the pack imported. Shared by every benchmark here."""
     import comfy_host
 
     comfy_host.put_comfy_on_path()
@@ -64,9 +65,13 @@ def setup_comfy(args):
 
     comfy.cli_args.args.use_pytorch_cross_attention = True
     comfy.cli_args.args.cpu = args.device == "cpu"
-    comfy.cli_args.args.lowvram = args.lowvram
+    comfy.cli_args.args.lowvram = getattr(args, "lowvram", False)
     import comfy.model_management  # noqa: F401  (reads the flags above)
 
+    if getattr(args, "threads", None):
+        import torch
+
+        torch.set_num_threads(args.threads)
     return comfy_host.import_pack()
 
 
@@ -248,10 +253,6 @@ class PeakRSS:
 def measure_memory(args) -> dict:
     """Runs in a child: builds one side, samples one image, reports its peak memory."""
     setup_comfy(args)
-    if args.threads:
-        import torch
-
-        torch.set_num_threads(args.threads)
     side = args.memory_only
     sides = ["ours", side] if side == "reference" else [side]  # the reference borrows our schedule (sigmas only)
     bench = Bench(args, sides)
@@ -299,14 +300,20 @@ def memory_in_subprocess(args, side: str) -> dict:
         argv.append("--lowvram")
     if args.threads:
         argv += ["--threads", str(args.threads)]
+    return memory_child(argv, {"side": side})
+
+
+def memory_child(argv: list[str], label: dict) -> dict:
+    """Runs a benchmark child (`argv`) that prints one `MEMORY {json}` line and returns that dict, or `label` with the
+    child's error output."""
     # glibc keeps freed heap memory (its mmap threshold grows after frees), so the weights' build would hide the
-    # sampling peak: a fixed threshold returns every large buffer to the OS and RSS follows what is live.
+    # peak being measured: a fixed threshold returns every large buffer to the OS and RSS follows what is live.
     env = {**os.environ, "PYTHONUNBUFFERED": "1", "MALLOC_MMAP_THRESHOLD_": "65536", "MALLOC_TRIM_THRESHOLD_": "65536"}
     done = subprocess.run(argv, capture_output=True, text=True, env=env)
     for line in done.stdout.splitlines():
         if line.startswith("MEMORY "):
             return json.loads(line[len("MEMORY ") :])
-    return {"side": side, "error": (done.stderr or done.stdout)[-2000:]}
+    return {**label, "error": (done.stderr or done.stdout)[-2000:]}
 
 
 # --- the report ---------------------------------------------------------------------------------
@@ -350,8 +357,6 @@ def main(argv=None):
 
     caches = [f"cache:{mode}" for mode in args.feature_cache.split(",") if mode]
     sides = args.sides.split(",") if args.sides else ["reference", "ours"] + (["ours-materialised"] if args.also_materialised else []) + caches
-    if args.threads:
-        torch.set_num_threads(args.threads)
     config = CONFIGS[args.config]
     print(f"config   {config.describe() if not args.steps else config.describe().replace(f'{config.steps} steps', f'{args.steps} steps')}")
     print(

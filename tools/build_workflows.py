@@ -58,28 +58,32 @@ class Builder:
         self.negative = w.node("CLIPTextEncode", (x, y + 260), {"text": NEGATIVE}, {"clip": clip}, title="Negative prompt")
 
     def apply_and_sample(self, x: int, y: int, person, mask, densepose, garment):
+        self.apply = self.apply_node(x, y, self.tryon.out(0), person, mask, densepose, garment, self.garment_text.out(0), self.positive.out(0))
+        self.sample_and_decode(x + 380, y)
+
+    def apply_node(self, x: int, y: int, tryon_model, person, mask, densepose, garment, garment_text, positive, title: str | None = None):
+        """IDM-VTON Apply wired to the loaders (GarmentNet, VAE, CLIP vision) and the negative prompt."""
+        links = {
+            "tryon_model": tryon_model,
+            "garment_model": self.checkpoint.out("MODEL"),
+            "garment_conditioning": garment_text,
+            "vae": self.checkpoint.out("VAE"),
+            "person_image": person,
+            "mask": mask,
+            "densepose_image": densepose,
+            "garment_image": garment,
+            "clip_vision": self.vision.out(0),
+            "positive": positive,
+            "negative": self.negative.out(0),
+        }
+        return self.w.node("IDMVTONApply", (x, y), {}, links, title=title)
+
+    def sample_and_decode(self, x: int, y: int):
+        """KSampler with IDM-VTON's defaults on `self.apply`, and the VAE decode below it."""
         w = self.w
-        self.apply = w.node(
-            "IDMVTONApply",
-            (x, y),
-            {},
-            {
-                "tryon_model": self.tryon.out(0),
-                "garment_model": self.checkpoint.out("MODEL"),
-                "garment_conditioning": self.garment_text.out(0),
-                "vae": self.checkpoint.out("VAE"),
-                "person_image": person,
-                "mask": mask,
-                "densepose_image": densepose,
-                "garment_image": garment,
-                "clip_vision": self.vision.out(0),
-                "positive": self.positive.out(0),
-                "negative": self.negative.out(0),
-            },
-        )
         self.sampler = w.node(
             "KSampler",
-            (x + 380, y),
+            (x, y),
             {"seed": 42, "steps": 30, "cfg": 2.0, "sampler_name": "ddpm", "scheduler": "ddim_uniform", "denoise": 1.0},
             {
                 "model": self.apply.out("model"),
@@ -88,7 +92,7 @@ class Builder:
                 "latent_image": self.apply.out("latent"),
             },
         )
-        self.decode = w.node("VAEDecode", (x + 380, y + 330), {}, {"samples": self.sampler.out(0), "vae": self.checkpoint.out("VAE")})
+        self.decode = w.node("VAEDecode", (x, y + 330), {}, {"samples": self.sampler.out(0), "vae": self.checkpoint.out("VAE")})
 
     def paste_and_save(self, x: int, y: int, original, mask, crop_info, prefix: str):
         w = self.w
@@ -353,7 +357,7 @@ def customise(object_info: dict) -> UIWorkflow:
     new_garment = b.garment(800, 520, "garment.png", "Garment B photo")
     b.models(1200, 0)
     clip, vae = b.checkpoint.out("CLIP"), b.checkpoint.out("VAE")
-    negative = w.node("CLIPTextEncode", (1200, 420), {"text": NEGATIVE}, {"clip": clip}, title="Negative prompt")
+    b.negative = w.node("CLIPTextEncode", (1200, 420), {"text": NEGATIVE}, {"clip": clip}, title="Negative prompt")
     prompts = {}
     for label, garment, y in (("A", worn.out("garment_image"), 560), ("B", new_garment.out(0), 1100)):
         caption = w.node(
@@ -371,20 +375,7 @@ def customise(object_info: dict) -> UIWorkflow:
 
     def apply(x: int, y: int, tryon_model, label: str, title: str):
         garment, positive, garment_text = prompts[label]
-        links = {
-            "tryon_model": tryon_model,
-            "garment_model": b.checkpoint.out("MODEL"),
-            "garment_conditioning": garment_text,
-            "vae": vae,
-            "person_image": crop.out("image"),
-            "mask": mask.out("mask"),
-            "densepose_image": densepose.out(0),
-            "garment_image": garment,
-            "clip_vision": b.vision.out(0),
-            "positive": positive,
-            "negative": negative.out(0),
-        }
-        return w.node("IDMVTONApply", (x, y), {}, links, title=title)
+        return b.apply_node(x, y, tryon_model, crop.out("image"), mask.out("mask"), densepose.out(0), garment, garment_text, positive, title)
 
     pair = apply(2000, 0, b.tryon.out(0), "A", "Apply on the pair (person + garment A)")
     tuned = w.node(
@@ -395,13 +386,7 @@ def customise(object_info: dict) -> UIWorkflow:
     )
     w.node("LossGraphNode", (2000, 900), {"filename_prefix": "idm_vton_customise_loss"}, {"loss": tuned.out("loss_map")})
     b.apply = apply(2400, 0, tuned.out("model"), "B", "Apply with garment B (customised TryonNet)")
-    b.sampler = w.node(
-        "KSampler",
-        (2800, 0),
-        {"seed": 42, "steps": 30, "cfg": 2.0, "sampler_name": "ddpm", "scheduler": "ddim_uniform", "denoise": 1.0},
-        {"model": b.apply.out("model"), "positive": b.apply.out("positive"), "negative": b.apply.out("negative"), "latent_image": b.apply.out("latent")},
-    )
-    b.decode = w.node("VAEDecode", (2800, 330), {}, {"samples": b.sampler.out(0), "vae": vae})
+    b.sample_and_decode(2800, 0)
     b.paste_and_save(3200, 0, person.out("IMAGE"), mask.out("mask"), crop.out("crop_info"), "idm_vton_customise")
     return w
 

@@ -56,16 +56,17 @@ def garment_photo(colour: tuple[int, int, int]) -> np.ndarray:
     return garment
 
 
-def write_photos(root: pathlib.Path) -> dict[str, list[pathlib.Path]]:
-    """persons/ (3 people), garments/ (2), and nobody.png (a white photo, no person) under `root`."""
+def write_photos(root: pathlib.Path, persons=PERSONS, garment_colours=GARMENT_COLOURS) -> dict[str, list[pathlib.Path]]:
+    """persons/ (one person per (size, x, y) spec: 3 by default), garments/ (one per colour: 2), and nobody.png (a
+    white photo, no person) under `root`."""
     out = {"persons": [], "garments": []}
     for folder in ("persons", "garments"):
         (root / folder).mkdir(parents=True, exist_ok=True)
-    for n, spec in enumerate(PERSONS):
+    for n, spec in enumerate(persons):
         path = root / "persons" / f"model_{n}.png"
         Image.fromarray(person_photo(*spec)).save(path)
         out["persons"].append(path)
-    for n, colour in enumerate(GARMENT_COLOURS):
+    for n, colour in enumerate(garment_colours):
         path = root / "garments" / f"garment_{n}.png"
         Image.fromarray(garment_photo(colour)).save(path)
         out["garments"].append(path)
